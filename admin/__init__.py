@@ -1,0 +1,1 @@
+"""The admin HTTP API (Bearer admin token): datasets, keys, quotas."""

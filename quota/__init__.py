@@ -1,0 +1,1 @@
+"""Monthly quotas, admission and every Redis key name of strictgate."""

@@ -1,0 +1,121 @@
+"""Every Redis key name strictgate uses, built in one place.
+
+Keys of one user carry the Redis Cluster hash tag ``{<user_id>}`` so the admission script
+(idempotency + quota + enqueue) touches a single slot. Registry keys of one project carry
+``{p:<project_id>}``; ids never contain ``:`` so the two tag spaces cannot collide.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+class InvalidIdError(ValueError):
+    """An id does not match :data:`ID_PATTERN`."""
+
+
+def check_id(value: str) -> str:
+    """Return ``value`` if it is a valid project, dataset, user or key id, else raise."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidIdError("invalid id")
+    return value
+
+
+def period_of(now: datetime) -> str:
+    """The UTC calendar month ``YYYY-MM`` that ``now`` falls in (naive means UTC)."""
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC)
+    return f"{now.year:04d}-{now.month:02d}"
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag shared by every key of ``user_id``."""
+    return "{" + check_id(user_id) + "}"
+
+
+# --- quota (layout fixed by DESIGN.md) ------------------------------------------------------
+
+def quota_limit_key(user_id: str) -> str:
+    """``quota_limit:datasets:{<user_id>}``: int, -1 unlimited."""
+    return f"quota_limit:datasets:{user_tag(user_id)}"
+
+
+def usage_total_key(user_id: str, period: str) -> str:
+    """``usage_total:datasets:{<user_id>}:<YYYY-MM>``: records admitted that month."""
+    return f"usage_total:datasets:{user_tag(user_id)}:{period}"
+
+
+def usage_delta_key(user_id: str, period: str) -> str:
+    """``usage_delta:datasets:{<user_id>}:<YYYY-MM>``: admitted, not yet flushed."""
+    return f"usage_delta:datasets:{user_tag(user_id)}:{period}"
+
+
+def usage_pending_key(user_id: str, period: str, flush_id: str) -> str:
+    """A delta renamed away by a flush in progress (replayed first on the next flush)."""
+    return f"usage_pending:datasets:{user_tag(user_id)}:{period}:{flush_id}"
+
+
+def idempotency_key(user_id: str, project_id: str, key_digest: str) -> str:
+    """Stored outcome of an admitted request, by the digest of its Idempotency-Key."""
+    return f"idem:datasets:{user_tag(user_id)}:{check_id(project_id)}:{key_digest}"
+
+
+# --- queue ------------------------------------------------------------------------------------
+
+def queue_key(user_id: str, project_id: str, dataset_id: str) -> str:
+    """The Redis Stream holding admitted records of one dataset (under the user's tag)."""
+    return (
+        f"queue:datasets:{user_tag(user_id)}:{check_id(project_id)}:{check_id(dataset_id)}"
+    )
+
+
+QUEUE_SCAN_PATTERN = "queue:datasets:*"
+QUEUE_GROUP = "strictgate-writers"
+
+
+def queues_index_key() -> str:
+    """Set of every queue key ever written to (the worker's discovery list)."""
+    return "strictgate:queues"
+
+
+def written_marks_key(stream_key: str) -> str:
+    """Hash entry id -> output file, set by the worker between fsync and XACK."""
+    return f"written:{stream_key}"
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+def project_tag(project_id: str) -> str:
+    """The hash tag shared by every registry key of ``project_id``."""
+    return "{p:" + check_id(project_id) + "}"
+
+
+def datasets_index_key(project_id: str) -> str:
+    """Hash dataset id -> latest version number, for one project."""
+    return f"registry:datasets:{project_tag(project_id)}"
+
+
+def dataset_versions_key(project_id: str, dataset_id: str) -> str:
+    """Hash version number -> stored definition document (JSON)."""
+    return f"registry:dataset:{project_tag(project_id)}:{check_id(dataset_id)}"
+
+
+def api_keys_key(project_id: str) -> str:
+    """Hash key id -> key metadata (JSON, no secret) for one project."""
+    return f"registry:keys:{project_tag(project_id)}"
+
+
+def api_key_by_kid_key(key_id: str) -> str:
+    """Key metadata by key id alone (what token verification looks up)."""
+    return f"registry:kid:{check_id(key_id)}"
+
+
+def registry_generation_key() -> str:
+    """Counter bumped on every registry change; processes poll it to refresh caches."""
+    return "registry:generation"
+
+
+REGISTRY_CHANNEL = "strictgate:registry"

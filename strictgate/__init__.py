@@ -1,0 +1,1 @@
+"""strictgate: shared plumbing (settings, embedded Redis, HTTP error grammar, CLI)."""

@@ -1,0 +1,36 @@
+"""The per-process application context: what handlers need, built once by ``app.py``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+
+from strictgate.settings import Settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+
+def utc_now() -> datetime:
+    """The real clock (UTC, aware). Everything takes a clock so tests can fix it."""
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass
+class AppContext:
+    """Shared objects of one process; stored on ``app.state.ctx``."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    admin_token: str
+    clock: Callable[[], datetime] = utc_now
+
+
+def context_of(conn: HTTPConnection) -> AppContext:
+    """The :class:`AppContext` of the app serving ``conn``."""
+    ctx: AppContext = conn.app.state.ctx
+    return ctx

