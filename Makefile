@@ -30,6 +30,7 @@ bench-quota: $(STAMP)
 	$(PY) bench/quota.py
 
 bench-load: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || sudo apt-get install -y wrk
 	$(PY) bench/load.py
 
 clean:

@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from strictgate.context import AppContext
+from quota.admission import QuotaService
+from strictgate.context import AppContext, utc_now
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
 from strictgate.secrets import load_or_create_secret
@@ -64,7 +65,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             url = embedded.url
         client = aioredis.Redis.from_url(url)
         app.state.ctx = AppContext(
-            settings=settings, redis=client, admin_token=resolve_admin_token(settings)
+            settings=settings, redis=client, admin_token=resolve_admin_token(settings),
+            quota=QuotaService(client, default_limit=settings.default_monthly_quota,
+                deadline_s=settings.redis_deadline_s, clock=utc_now,
+            ),
         )
         try:
             yield

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
+from quota.cli import register as register_quota
 from strictgate.settings import SettingsError, load_settings
+
+
+def configure_logging(level: str) -> None:
+    """Plain lines to stderr; the access log lines are JSON objects of their own."""
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -15,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     from app import create_app
 
     settings = load_settings()
+    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -31,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the API (and the worker) on STRICTGATE_PORT")
     serve.set_defaults(func=_serve)
+    register_quota(sub)
     return parser
 
 

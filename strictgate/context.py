@@ -14,6 +14,8 @@ from strictgate.settings import Settings
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from quota.admission import QuotaService
+
 
 def utc_now() -> datetime:
     """The real clock (UTC, aware). Everything takes a clock so tests can fix it."""
@@ -27,6 +29,7 @@ class AppContext:
     settings: Settings
     redis: aioredis.Redis
     admin_token: str
+    quota: QuotaService
     clock: Callable[[], datetime] = utc_now
 
 

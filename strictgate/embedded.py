@@ -19,6 +19,19 @@ from pathlib import Path
 import redis
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM the server when its parent dies, so a
+    killed service never leaves an orphan server holding the data dir."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: best effort only
+        pass
+
+
 class EmbeddedServerError(RuntimeError):
     """The embedded server could not be found or did not start."""
 
@@ -94,7 +107,10 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # own session: Ctrl-C on `make run` reaches the service, which then stops the
+            # server after draining, instead of both dying at once
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)

@@ -1,0 +1,319 @@
+"""Admission: idempotency + monthly quota + enqueue in one Lua script, one round trip.
+
+Retries, deliberately
+---------------------
+An admission is sent once per attempt, outside redis-py's retry loop (see
+:mod:`quota.script`), and the whole call, retries included, is bounded by ``deadline_s``
+with :func:`asyncio.timeout_at` (socket timeouts of the client may end an attempt sooner):
+
+* NOSCRIPT and cluster redirections are re-sent at once: the server refused without running.
+  So is a full connection pool (:class:`~redis.exceptions.MaxConnectionsError`): nothing
+  was sent yet.
+* A connection error or socket timeout leaves the outcome unknown: the script may have run
+  and only its reply been lost. With an idempotency key a second attempt is safe (the
+  script answers the first outcome as :class:`Duplicate`), so it is retried while the
+  deadline allows. Without one, a retry could count and queue the records twice, so the
+  caller gets :class:`Unavailable` at once and the client decides (503 + Retry-After).
+* The deadline expiring is :class:`Unavailable` too. Cancelling a command makes redis-py drop
+  its connection, so a late reply is never read by another request.
+
+Reads and writes of the admin side (:meth:`QuotaService.get_limit`, ``set_limit``,
+``usage``) are idempotent; they keep the client's own retries and are bounded by the same
+deadline, raising :class:`QuotaUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from quota import keys
+from quota.periods import current_period, expire_at, parse_period, period_end
+from quota.results import (
+    AdmissionResult,
+    Admitted,
+    Duplicate,
+    IdempotencyConflict,
+    QuotaExceeded,
+    QuotaUnavailableError,
+    Unavailable,
+    UsageReport,
+    remaining_of,
+)
+from quota.script import AnyRedis, Arg, OneShotScript
+
+__all__ = [
+    "IDEMPOTENCY_TTL_S",
+    "MAX_LIMIT",
+    "AdmissionResult",
+    "Admitted",
+    "Duplicate",
+    "IdempotencyConflict",
+    "QuotaExceeded",
+    "QuotaService",
+    "QuotaUnavailableError",
+    "Unavailable",
+    "UsageReport",
+]
+
+log = logging.getLogger("strictgate.quota")
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+"""How long an admitted Idempotency-Key keeps answering with its first outcome."""
+
+MAX_LIMIT = 2**53 - 1
+"""Largest monthly limit: Lua numbers are doubles, exact up to 2**53."""
+
+RETRY_AFTER_S = 1.0
+KEY_CACHE_SIZE = 10_000
+RETRY_BACKOFF_S = 0.05
+POOL_WAIT_S = 0.002
+
+# Errors after which the script may or may not have run.
+_UNCERTAIN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Replies of admit.lua (first element).
+_ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT = 1, 2, 3, 4
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def idempotency_digest(idempotency_key: str) -> str:
+    """The key's SHA-256: bounded key names, and the client's key is never stored raw."""
+    return hashlib.sha256(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class QuotaService:
+    """Monthly record quotas of users, counted exactly in Redis (standalone or cluster)."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        *,
+        default_limit: int,
+        deadline_s: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        if default_limit < -1:
+            raise ValueError("default_limit must be >= -1")
+        if deadline_s <= 0:
+            raise ValueError("deadline_s must be > 0")
+        self.redis = redis
+        self.default_limit = default_limit
+        self.deadline_s = deadline_s
+        self.clock = clock
+        self._script = OneShotScript(redis, "admit.lua")
+        # Queue keys this process has put into the worker's index set. A global key cannot
+        # be touched by the script on a cluster (another slot), and SADD on every request
+        # would be a second round trip; once per queue per process costs nothing.
+        self._indexed: set[str] = set()
+        # Hot-path caches: id validation and key formatting per combination, month math
+        # per month. Both are pure functions of their keys.
+        self._key_cache: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+        self._period_cache: tuple[str, datetime, int] | None = None
+
+    async def preload(self) -> None:
+        """Load the admission script into Redis ahead of the first request (optional:
+        a missing script is loaded on first use)."""
+        await self._bounded(self._script.preload())
+
+    # --- admission ---------------------------------------------------------------------
+
+    async def admit(
+        self,
+        *,
+        user_id: str,
+        project_id: str,
+        dataset_id: str,
+        count: int,
+        entry: Mapping[str, bytes | str],
+        idempotency_key: str | None,
+        request_digest: str,
+    ) -> AdmissionResult:
+        """Count ``count`` records against ``user_id``'s month and queue ``entry``, or not at
+        all. See the module docstring for what is retried."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError("count must be an integer >= 1")
+        if not entry:
+            raise ValueError("entry must have at least one field")
+        period = current_period(self.clock())
+        resets_at, expires = self._period_times(period)
+        script_keys = self._keys(user_id, project_id, dataset_id, period)
+        queue = script_keys[3]
+        if idempotency_key is not None:
+            digest = idempotency_digest(idempotency_key)
+            script_keys.append(keys.idempotency_key(user_id, project_id, digest))
+        args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S, request_digest]
+        for name, value in entry.items():
+            args += (name, value)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+                async with asyncio.timeout_at(deadline):
+                    reply = await self._script.run(script_keys, args)
+                break
+            except TimeoutError:
+                return Unavailable("timeout", RETRY_AFTER_S)
+            except MaxConnectionsError:
+                # Every pooled connection is busy: nothing was sent, so waiting for one and
+                # trying again is safe with or without an idempotency key.
+                if deadline - loop.time() <= POOL_WAIT_S:
+                    return Unavailable("pool_exhausted", RETRY_AFTER_S)
+                await asyncio.sleep(POOL_WAIT_S)
+            except _UNCERTAIN as exc:
+                retry_safe = idempotency_key is not None
+                if not retry_safe or deadline - loop.time() <= RETRY_BACKOFF_S:
+                    return Unavailable(_reason(exc), RETRY_AFTER_S)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+            except (RedisError, RedisClusterException) as exc:
+                # A server error reply (OOM, cluster down, a broken counter): fail closed.
+                log.warning("admission failed: %s", type(exc).__name__)
+                return Unavailable("redis_error", RETRY_AFTER_S)
+
+        outcome = int(reply[0])
+        if outcome == _ADMITTED:
+            limit, used = int(reply[1]), int(reply[2])
+            await self._index_queue(queue, deadline)
+            return Admitted(
+                used=used, limit=limit, remaining=remaining_of(limit, used),
+                resets_at=resets_at, entry_id=_text(reply[3]),
+            )
+        if outcome == _EXCEEDED:
+            limit, used = int(reply[1]), int(reply[2])
+            return QuotaExceeded(
+                limit=limit, used=used, requested=count, remaining=remaining_of(limit, used),
+                period=period, resets_at=resets_at,
+            )
+        if outcome == _DUPLICATE:
+            limit, used = int(reply[1]), int(reply[2])
+            return Duplicate(
+                count=int(reply[3]), entry_id=_text(reply[4]), used=used, limit=limit,
+                remaining=remaining_of(limit, used), resets_at=resets_at,
+            )
+        if outcome == _CONFLICT:
+            return IdempotencyConflict()
+        raise RuntimeError(f"unexpected admission reply {outcome!r}")
+
+    def _period_times(self, period: str) -> tuple[datetime, int]:
+        """``(resets_at, usage key expiry)`` of ``period``, computed once per month."""
+        cached = self._period_cache
+        if cached is None or cached[0] != period:
+            cached = self._period_cache = (period, period_end(period), expire_at(period))
+        return cached[1], cached[2]
+
+    def _keys(self, user_id: str, project_id: str, dataset_id: str, period: str) -> list[str]:
+        """The script's first four keys (validated and built once per combination)."""
+        cache_key = (user_id, project_id, dataset_id, period)
+        built = self._key_cache.get(cache_key)
+        if built is None:
+            built = (
+                keys.quota_limit_key(user_id),
+                keys.usage_total_key(user_id, period),
+                keys.usage_delta_key(user_id, period),
+                keys.queue_key(user_id, project_id, dataset_id),
+            )
+            if len(self._key_cache) >= KEY_CACHE_SIZE:
+                self._key_cache.clear()  # crude bound; refills with what is hot
+            self._key_cache[cache_key] = built
+        return list(built)
+
+    async def _index_queue(self, queue: str, deadline: float) -> None:
+        """Add ``queue`` to the worker's index set once per process.
+
+        Best effort by design: the records are already admitted, so failing here must not
+        turn a 202 into a 503 (the client would retry and, without an idempotency key, be
+        counted twice). The worker also SCANs for queues, and the next admission retries.
+        """
+        if queue in self._indexed:
+            return
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.redis.sadd(keys.queues_index_key(), queue), left)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            log.warning("could not index queue (the worker's scan finds it): %s",
+                        type(exc).__name__)
+            return
+        self._indexed.add(queue)
+
+    # --- limits and usage ----------------------------------------------------------------
+
+    async def get_limit(self, user_id: str) -> int:
+        """The user's monthly limit: the stored one, else the default (-1 = unlimited)."""
+        raw = await self._bounded(self.redis.get(keys.quota_limit_key(user_id)))
+        return self.default_limit if raw is None else int(raw)
+
+    async def set_limit(self, user_id: str, limit: int) -> None:
+        """Store the user's monthly limit (-1 = unlimited); applies to the next admission."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not -1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from -1 to {MAX_LIMIT}")
+        await self._bounded(self.redis.set(keys.quota_limit_key(user_id), limit))
+
+    async def usage(self, user_id: str, period: str | None = None) -> UsageReport:
+        """Limit, usage and flush state of ``user_id`` in ``period`` (default: this month)."""
+        if period is None:
+            period = current_period(self.clock())
+        parse_period(period)
+        report: UsageReport = await self._bounded(self._usage(user_id, period))
+        return report
+
+    async def _usage(self, user_id: str, period: str) -> UsageReport:
+        limit_raw, total_raw, delta_raw = await self.redis.mget([
+            keys.quota_limit_key(user_id),
+            keys.usage_total_key(user_id, period),
+            keys.usage_delta_key(user_id, period),
+        ])
+        limit = self.default_limit if limit_raw is None else int(limit_raw)
+        used = int(total_raw or 0)
+        unflushed = int(delta_raw or 0) + await self._pending(user_id, period)
+        return UsageReport(
+            limit=limit, used=used, remaining=remaining_of(limit, used), period=period,
+            resets_at=period_end(period), flushed=max(0, used - unflushed),
+            unflushed=unflushed,
+        )
+
+    async def _pending(self, user_id: str, period: str) -> int:
+        """Records of deltas a flush has renamed away but not yet written to the ledger."""
+        pattern = keys.usage_pending_key(user_id, period, "*")
+        options: dict[str, Any] = {}
+        if isinstance(self.redis, RedisCluster):
+            # All of the user's keys live in one slot: scan only the node that owns it.
+            await self.redis.initialize()
+            options["target_nodes"] = self.redis.get_node_from_key(
+                keys.quota_limit_key(user_id)
+            )
+        total = 0
+        async for key in self.redis.scan_iter(match=pattern, count=1000, **options):
+            value = await self.redis.get(key)
+            total += int(value or 0)
+        return total
+
+    async def _bounded(self, call: Any) -> Any:
+        """Await ``call`` within the deadline; Redis trouble becomes QuotaUnavailableError."""
+        try:
+            return await asyncio.wait_for(call, self.deadline_s)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            raise QuotaUnavailableError(_reason(exc)) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection"
+    return "redis_error"

@@ -1,0 +1,92 @@
+"""Typed outcomes of an admission and of the quota reads (frozen dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Admitted:
+    """The records are queued and counted. ``limit``/``remaining`` are -1 when unlimited."""
+
+    used: int
+    limit: int
+    remaining: int
+    resets_at: datetime
+    entry_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaExceeded:
+    """The batch does not fit in what is left of the month; nothing was queued or counted."""
+
+    limit: int
+    used: int
+    requested: int
+    remaining: int
+    period: str
+    resets_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The idempotency key was admitted before; nothing changed.
+
+    ``count`` and ``entry_id`` are those of the first admission; ``used``, ``limit``,
+    ``remaining`` and ``resets_at`` describe the current month (for the quota headers).
+    """
+
+    count: int
+    entry_id: str
+    used: int
+    limit: int
+    remaining: int
+    resets_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdempotencyConflict:
+    """The idempotency key was admitted before with another request; nothing changed."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Redis failed, refused or missed the deadline.
+
+    The outcome is unknown: a script sent before the failure may still have run (a paused
+    server resumes and executes it). A client retrying with the same Idempotency-Key gets
+    the first outcome back, so it is never counted twice.
+    """
+
+    reason: str
+    retry_after_s: float
+
+
+AdmissionResult = Admitted | QuotaExceeded | Duplicate | IdempotencyConflict | Unavailable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Quota state of one user and month.
+
+    ``unflushed`` is what the usage ledger does not hold yet (``usage_delta`` plus deltas a
+    flush has taken but not finished); ``flushed`` is the rest of ``used``.
+    """
+
+    limit: int
+    used: int
+    remaining: int
+    period: str
+    resets_at: datetime
+    flushed: int
+    unflushed: int
+
+
+class QuotaUnavailableError(RuntimeError):
+    """A quota read or write (not an admission) failed on Redis or missed the deadline."""
+
+
+def remaining_of(limit: int, used: int) -> int:
+    """Records left this month: -1 when unlimited, never negative otherwise."""
+    return -1 if limit < 0 else max(0, limit - used)

@@ -1,0 +1,19 @@
+"""The 503 answer used whenever Redis cannot be reached within the deadline (fail closed)."""
+
+from __future__ import annotations
+
+from strictgate.errors import ApiError
+
+RETRY_AFTER_S = 1
+
+
+def unavailable(retry_after_s: int = RETRY_AFTER_S) -> ApiError:
+    """503 + Retry-After. Redis did not confirm in time: the request may or may not have been
+    admitted (a frozen server can still run the script later), so only a retry with the same
+    Idempotency-Key is guaranteed not to count twice."""
+    return ApiError(
+        503,
+        "Service temporarily unavailable; retry later with the same Idempotency-Key",
+        "unavailable",
+        headers={"Retry-After": str(max(1, retry_after_s))},
+    )
