@@ -33,5 +33,14 @@ bench-load: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || sudo apt-get install -y wrk
 	$(PY) bench/load.py
 
+# Long runs of the property-based and API fuzzers (bounded versions run in `make test`).
+fuzz: $(STAMP)
+	SG_FUZZ_LONG=1 $(PY) -m pytest -q fuzz
+
+# Mixed traffic against a real server for SOAK_MINUTES; prints RSS, Redis memory, the audit.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

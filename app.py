@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from admin import datasets as admin_datasets
+from admin import keys as admin_keys
+from admin import quota as admin_quota
+from ingest import handlers as ingest_handlers
 from quota.admission import QuotaService
-from strictgate.context import AppContext, utc_now
+from registry.apikeys import KeyService
+from registry.store import Registry
+from strictgate.access_log import AccessLog
+from strictgate.context import AppContext, context_of, utc_now
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
+from strictgate.metrics import CONTENT_TYPE_LATEST, Metrics
+from strictgate.openapi import DOCS_HTML, openapi_document
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings, load_settings
+from strictgate.unavailable import unavailable
+from worker.service import run_worker_tasks
 
 log = logging.getLogger("strictgate")
 
@@ -27,6 +41,35 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis answers within the deadline and the registry is loaded."""
+    ctx = context_of(request)
+    try:
+        await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_deadline_s)
+        ready = await asyncio.wait_for(ctx.registry.ready(), ctx.settings.redis_deadline_s)
+    except (RedisError, OSError, TimeoutError):
+        raise unavailable() from None
+    if not ready:
+        raise unavailable()
+    return json_response({"status": "ready"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_json(request: Request) -> Response:
+    """The OpenAPI 3.1 document."""
+    return json_response(request.app.state.openapi)
+
+
+async def docs(request: Request) -> Response:
+    """A docs page rendering /openapi.json (no external assets)."""
+    return HTMLResponse(DOCS_HTML)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
@@ -34,21 +77,28 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Never a stack trace to a client: log it, answer with the grammar.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, request.url.path[:256])
     return error_response(ApiError(500, "Internal server error", "internal_error"))
+
+
+def _secret(configured: str | None, settings: Settings, name: str) -> str:
+    if configured:
+        return configured
+    path = settings.data_dir / name
+    value, created = load_or_create_secret(path)
+    verb = "generated" if created else "using"
+    print(f"strictgate: {verb} {name} at {path.resolve()}", flush=True)
+    return value
 
 
 def resolve_admin_token(settings: Settings) -> str:
     """The admin token from settings, else from (or generated into) the data dir."""
-    if settings.admin_token:
-        return settings.admin_token
-    path = settings.data_dir / "admin-token"
-    token, created = load_or_create_secret(path)
-    if created:
-        print(f"strictgate: generated admin token, stored in {path.resolve()}", flush=True)
-    else:
-        print(f"strictgate: admin token is in {path.resolve()}", flush=True)
-    return token
+    return _secret(settings.admin_token, settings, "admin-token")
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """The API key signing secret from settings, else from (or generated into) the data dir."""
+    return _secret(settings.jwt_secret, settings, "jwt-secret")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -63,23 +113,58 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if url is None:
             embedded = EmbeddedServer(settings.data_dir / "redis").start()
             url = embedded.url
-        client = aioredis.Redis.from_url(url)
-        app.state.ctx = AppContext(
-            settings=settings, redis=client, admin_token=resolve_admin_token(settings),
-            quota=QuotaService(client, default_limit=settings.default_monthly_quota,
-                deadline_s=settings.redis_deadline_s, clock=utc_now,
+            # lets the CLI reach the embedded server of a running service
+            (settings.data_dir / "redis.url").write_text(url + "\n")
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=settings.redis_deadline_s,
+            socket_connect_timeout=settings.redis_deadline_s,
+        )
+        clock = utc_now
+        ctx = AppContext(
+            settings=settings,
+            redis=client,
+            admin_token=resolve_admin_token(settings),
+            registry=Registry(client, clock=clock),
+            keys=KeyService(client, resolve_jwt_secret(settings), clock=clock),
+            quota=QuotaService(
+                client, default_limit=settings.default_monthly_quota,
+                deadline_s=settings.redis_deadline_s, clock=clock,
             ),
         )
+        app.state.ctx = ctx
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if settings.run_worker:
+            tasks = run_worker_tasks(client, settings, clock, app.state.metrics, stop)
         try:
             yield
         finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 5)
             await client.aclose()
             if embedded is not None:
                 embedded.stop()
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
-    return Starlette(
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        *ingest_handlers.routes(),
+        *admin_datasets.routes(),
+        *admin_keys.routes(),
+        *admin_quota.routes(),
+    ]
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(AccessLog)],
         exception_handlers={ApiError: _api_error, Exception: _internal_error},
     )
+    app.state.metrics = Metrics()
+    app.state.openapi = openapi_document()
+    return app

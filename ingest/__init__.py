@@ -1,1 +1,1 @@
-"""ingest package."""
+"""The HTTP data plane: seed 004's dataset ingest endpoints."""

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from quota.cli import register as register_quota
+from registry.cli import register as register_registry
 from strictgate.settings import SettingsError, load_settings
+from worker.cli import register as register_worker
 
 
 def configure_logging(level: str) -> None:
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the API (and the worker) on STRICTGATE_PORT")
     serve.set_defaults(func=_serve)
     register_quota(sub)
+    register_registry(sub)
+    register_worker(sub)
     return parser
 
 

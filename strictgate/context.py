@@ -13,6 +13,8 @@ from strictgate.settings import Settings
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from registry.apikeys import KeyService
+    from registry.store import Registry
 
     from quota.admission import QuotaService
 
@@ -29,6 +31,8 @@ class AppContext:
     settings: Settings
     redis: aioredis.Redis
     admin_token: str
+    registry: Registry
+    keys: KeyService
     quota: QuotaService
     clock: Callable[[], datetime] = utc_now
 

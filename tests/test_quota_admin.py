@@ -39,6 +39,7 @@ def http(sync_redis: redis.Redis, redis_url: str) -> Iterator[TestClient]:
     app = Starlette(routes=admin_quota.routes(), exception_handlers={ApiError: _api_error})
     app.state.ctx = AppContext(
         settings=load_settings({}), redis=client, admin_token=TOKEN,
+        registry=None, keys=None,  # type: ignore[arg-type]  # other engineers' services
         quota=QuotaService(client, default_limit=100, deadline_s=1.0, clock=lambda: FIXED),
         clock=lambda: FIXED,
     )
@@ -115,6 +116,7 @@ def test_unreachable_redis_is_503(redis_url: str) -> None:
     app = Starlette(routes=admin_quota.routes(), exception_handlers={ApiError: _api_error})
     app.state.ctx = AppContext(
         settings=load_settings({}), redis=client, admin_token=TOKEN,
+        registry=None, keys=None,  # type: ignore[arg-type]
         quota=QuotaService(client, default_limit=-1, deadline_s=0.5, clock=lambda: FIXED),
     )
     with TestClient(app) as http:

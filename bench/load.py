@@ -1,0 +1,186 @@
+"""HTTP load benchmark: strictgate vs a bare Starlette floor, driven by wrk, side by side.
+
+Starts, on this machine: an embedded valkey-server, strictgate (one uvicorn process, worker
+in-process, as `make run` serves it) and the floor app (same uvicorn settings). Then, in
+interleaved rounds, drives each with wrk for a fixed time: 1-record requests with 32
+connections and 1000-record batches with 16. Prints requests/s, records/s, p50/p99 and the
+ratios to the floor (medians over rounds), and the count of non-2xx answers.
+
+    make bench-load            # installs wrk from Debian's packages when missing
+    .venv/bin/python bench/load.py --duration 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from strictgate.embedded import EmbeddedServer, free_port  # noqa: E402
+
+ADMIN = "bench-admin-token"
+DEFINITION = json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text())
+RECORD = {
+    "timestamp": "2026-06-10T10:58:00Z",
+    "context": {"source": "billing-service", "request_id": "req_123"},
+    "country": "RO", "plan": "pro", "amount": 42.5, "active": True,
+    "signup_at": "2026-06-01T08:00:00Z",
+}
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+local f = io.open("%(body)s", "rb")
+wrk.body = f:read("*a")
+f:close()
+local non2xx = 0
+response = function(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
+    "\\"p99_us\\": %%d, \\"errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.status + summary.errors.timeout))
+end
+"""
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early ({proc.returncode})")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
+
+
+def _uvicorn(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "uvicorn", app, "--factory" if app == "app:create_app" else "",
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+           "--no-access-log"]
+    cmd = [c for c in cmd if c]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line[len("RESULT "):])
+    non2xx = 0
+    for x in out.splitlines():
+        if "Non-2xx or 3xx responses" in x:
+            non2xx = int(x.split(":")[1])
+    result["non2xx"] = non2xx
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench-load does it)")
+
+    work = Path(tempfile.mkdtemp(prefix="sg-load-"))
+    redis_server = EmbeddedServer(work / "redis", persist=True).start()
+    sg_port, floor_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
+    env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / "var"),
+               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning")
+    procs = [
+        _uvicorn("app:create_app", sg_port, env, work / "strictgate.log"),
+        _uvicorn("bench.floor_app:app", floor_port, env, work / "floor.log"),
+    ]
+    try:
+        sg = f"http://127.0.0.1:{sg_port}"
+        floor = f"http://127.0.0.1:{floor_port}"
+        _wait(sg + "/healthz", procs[0])
+        _wait(floor + "/", procs[1])
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        httpx.put(f"{sg}/admin/projects/bench/datasets/13", json=DEFINITION,
+                  headers=admin).raise_for_status()
+        key = httpx.post(f"{sg}/admin/projects/bench/keys", json={"user_id": "bench"},
+                         headers=admin).json()["api_key"]
+        bodies = {
+            "single": (json.dumps(RECORD).encode(), "/datasets/13", 32, 1),
+            "batch": (json.dumps([RECORD] * 1000).encode(), "/datasets/13/batch", 16, 1000),
+        }
+        scripts = {}
+        for name, (body, _, _, _) in bodies.items():
+            body_path = work / f"{name}.json"
+            body_path.write_bytes(body)
+            script = work / f"{name}.lua"
+            script.write_text(WRK_SCRIPT % {"key": key, "body": body_path})
+            scripts[name] = script
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for round_no in range(args.rounds):
+            for name, (_, path, conns, _) in bodies.items():
+                for target, base in (("floor", floor), ("strictgate", sg)):
+                    r = _wrk(base + path, conns, args.duration, scripts[name])
+                    results.setdefault((name, target), []).append(r)
+                    print(f"round {round_no + 1} {name:6s} {target:10s} "
+                          f"{r['rps']:9.1f} req/s p50 {r['p50_us'] / 1000:6.2f} ms "
+                          f"p99 {r['p99_us'] / 1000:6.2f} ms non2xx {r['non2xx']}", flush=True)
+        print()
+        print(f"medians over {args.rounds} rounds of {args.duration}s "
+              f"(wrk -t1; single: 32 connections, batch of 1000: 16 connections)")
+        print(f"{'load':8s} {'server':11s} {'req/s':>10s} {'records/s':>11s} {'p50 ms':>8s} "
+              f"{'p99 ms':>8s} {'non-2xx':>8s}")
+        for name, (_, _, _, per) in bodies.items():
+            med: dict[str, dict[str, float]] = {}
+            for target in ("floor", "strictgate"):
+                rs = results[(name, target)]
+                med[target] = {
+                    "rps": statistics.median(r["rps"] for r in rs),
+                    "p50": statistics.median(r["p50_us"] for r in rs) / 1000,
+                    "p99": statistics.median(r["p99_us"] for r in rs) / 1000,
+                    "non2xx": sum(r["non2xx"] + r["errors"] for r in rs),
+                }
+                m = med[target]
+                print(f"{name:8s} {target:11s} {m['rps']:10.1f} {m['rps'] * per:11.0f} "
+                      f"{m['p50']:8.2f} {m['p99']:8.2f} {int(m['non2xx']):8d}")
+            ratio = med["strictgate"]["rps"] / med["floor"]["rps"]
+            print(f"{name:8s} ratio strictgate/floor: {ratio:.2f}")
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+        redis_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

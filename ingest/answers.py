@@ -1,0 +1,83 @@
+"""The response shapes of the ingest endpoints (seed 004), quota headers included."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.responses import Response
+
+from strictgate.errors import ApiError, json_response
+from validator import BatchResult, RecordError
+
+# At most this many record errors in one response; the body says how many were left out.
+MAX_ERRORS_PER_RESPONSE = 100
+
+
+@functools.lru_cache(maxsize=64)
+def iso(moment: datetime) -> str:
+    """``2026-07-01T00:00:00Z`` (cached: every 2xx of a month carries the same reset)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def quota_headers(limit: int, remaining: int, resets_at: datetime) -> dict[str, str]:
+    """Quota state on every 2xx (-1 limit and remaining mean unlimited)."""
+    return {
+        "X-Quota-Limit": str(limit),
+        "X-Quota-Remaining": str(remaining),
+        "X-Quota-Reset": iso(resets_at),
+    }
+
+
+def accepted(batch: bool, count: int, headers: dict[str, str]) -> Response:
+    """202 exactly as the seed shows it."""
+    if batch:
+        return json_response({"success": True, "count": count, "status": "queued"}, 202, headers)
+    return json_response({"success": True, "status": "queued"}, 202, headers)
+
+
+def _error_item(err: RecordError, batch: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {"code": err.code, "field": err.field, "message": err.message}
+    if batch:
+        item = {"index": err.index, **item}
+    return item
+
+
+def invalid_records(result: BatchResult, batch: bool) -> ApiError:
+    """400 listing every failing record (capped), the first message as the seed's ``error``."""
+    shown: Sequence[RecordError] = result.errors[:MAX_ERRORS_PER_RESPONSE]
+    first = shown[0]
+    return ApiError(
+        400, first.message, first.code, field=first.field,
+        errors=[_error_item(e, batch) for e in shown],
+        extra={
+            "error_count": result.error_count,
+            "errors_omitted": max(0, result.error_count - len(shown)),
+        },
+    )
+
+
+def quota_exceeded(
+    limit: int, used: int, requested: int, remaining: int, period: str, resets_at: datetime,
+    now: datetime,
+) -> ApiError:
+    """429 with the quota details and Retry-After (seconds to the next month)."""
+    retry_after = max(1, int((resets_at - now).total_seconds()))
+    return ApiError(
+        429, "Monthly dataset quota exceeded", "quota_exceeded",
+        headers={"Retry-After": str(retry_after), **quota_headers(limit, remaining, resets_at)},
+        extra={
+            "quota": {
+                "limit": limit, "used": used, "requested": requested, "remaining": remaining,
+                "period": period, "resets_at": iso(resets_at),
+            }
+        },
+    )
+
+
+IDEMPOTENCY_CONFLICT = ApiError(
+    422, "Idempotency-Key was already used with a different request", "idempotency_conflict",
+    field="Idempotency-Key",
+)

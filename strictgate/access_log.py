@@ -1,0 +1,57 @@
+"""One structured log line per request: method, path, status, records, duration, request id.
+
+Never the Authorization header, never a body. Pure ASGI (no BaseHTTPMiddleware) so the hot
+path pays for one dict and one log call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("strictgate.access")
+
+
+class AccessLog:
+    """ASGI middleware writing the access line and counting requests by route and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state: dict[str, Any] = scope.get("state", {})
+            route = scope.get("route")
+            route_name = getattr(route, "path", None) or "unmatched"
+            app = scope.get("app")
+            metrics = getattr(getattr(app, "state", None), "metrics", None)
+            if metrics is not None:
+                metrics.requests.labels(route_name, str(status)).inc()
+            if log.isEnabledFor(logging.INFO):
+                log.info(orjson.dumps({
+                    "method": scope["method"],
+                    # the path is client input: bounded before it is logged
+                    "path": scope["path"][:256],
+                    "status": status,
+                    "records": state.get("records", 0),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "request_id": state.get("request_id"),
+                }).decode())

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one process (its own registry, so several apps can coexist in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    """Every metric strictgate exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "strictgate_requests", "HTTP requests by route and status",
+            ["route", "status"], registry=self.registry,
+        )
+        self.records_accepted = Counter(
+            "strictgate_records_accepted", "Records admitted to a queue",
+            ["project", "dataset"], registry=self.registry,
+        )
+        self.records_rejected = Counter(
+            "strictgate_records_rejected", "Record errors found by validation",
+            ["project", "dataset", "code"], registry=self.registry,
+        )
+        self.quota_rejections = Counter(
+            "strictgate_quota_rejections", "Requests refused for quota (429)",
+            ["project", "dataset"], registry=self.registry,
+        )
+        self.admission_seconds = Histogram(
+            "strictgate_admission_seconds", "Latency of the admission call to Redis",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.queue_length = Gauge(
+            "strictgate_queue_length", "Entries in a dataset queue (not yet written)",
+            ["queue"], registry=self.registry,
+        )
+        self.worker_lag = Gauge(
+            "strictgate_worker_lag_seconds",
+            "Age of the oldest entry in the worker's last written batch",
+            registry=self.registry,
+        )
+        self.records_written = Counter(
+            "strictgate_records_written", "Records written to output files by the worker",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

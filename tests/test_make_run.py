@@ -1,0 +1,96 @@
+"""`make run` as a user runs it: fresh data dir, embedded Redis, in-process worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from strictgate.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_DEFINITION = ROOT / "schemas" / "examples" / "seed.json"
+SINGLE = {
+    "timestamp": "2026-06-10T10:58:00Z",
+    "context": {"source": "billing-service", "request_id": "req_123"},
+    "country": "RO", "plan": "pro", "amount": 42.5, "active": True,
+    "signup_at": "2026-06-01T08:00:00Z",
+}
+BATCH = [
+    {"timestamp": "2026-06-10T11:00:00Z", "context": {"source": "billing-service"},
+     "country": "RO", "plan": "pro", "amount": 20, "active": True,
+     "signup_at": "2026-06-01T08:00:00Z"},
+    {"timestamp": "2026-06-10T11:01:00Z", "context": {"source": "billing-service"},
+     "country": "US", "plan": "free", "amount": 5, "active": False,
+     "signup_at": "2026-06-02T08:00:00Z"},
+]
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"make run exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("service did not become healthy")
+
+
+@pytest.mark.slow
+def test_make_run_serves_the_seed_end_to_end(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("STRICTGATE_") and k != "REDIS_URL"}
+    env.update(STRICTGATE_DATA_DIR=str(data_dir), STRICTGATE_PORT=str(port))
+    proc = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc)
+        token = (data_dir / "admin-token").read_text().strip()
+        assert oct((data_dir / "admin-token").stat().st_mode & 0o777) == "0o600"
+        admin = {"Authorization": f"Bearer {token}"}
+        definition = json.loads(SEED_DEFINITION.read_text())
+        r = httpx.put(f"{base}/admin/projects/demo/datasets/13", json=definition, headers=admin)
+        assert r.status_code == 201, r.text
+        r = httpx.post(f"{base}/admin/projects/demo/keys", json={"user_id": "alice"},
+                       headers=admin)
+        assert r.status_code == 201, r.text
+        key = r.json()["api_key"]
+        hdrs = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        r = httpx.post(f"{base}/datasets/13", content=json.dumps(SINGLE),
+                       headers={**hdrs, "X-Request-Id": "req_123"})
+        assert (r.status_code, r.json()) == (202, {"success": True, "status": "queued"})
+        r = httpx.post(f"{base}/datasets/13/batch", content=json.dumps(BATCH),
+                       headers={**hdrs, "X-Request-Id": "req_456"})
+        assert (r.status_code, r.json()) == (202, {"success": True, "count": 2,
+                                                   "status": "queued"})
+        out = data_dir / "output"
+        deadline = time.monotonic() + 15
+        lines: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(lines) < 3:
+            lines = [json.loads(x) for p in sorted(out.rglob("*.jsonl"))
+                     for x in p.read_text().splitlines()]
+            time.sleep(0.1)
+        assert sorted(str(x["__traceId"]) for x in lines) == ["req_123", "req_456", "req_456"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    # the embedded server's data persisted under the data dir
+    assert (data_dir / "redis").is_dir()

@@ -1,0 +1,179 @@
+"""validate_batch / validate_one: body errors, fast and precise paths agree, payload, caps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from validator import BodyError, RecordError, compile_dataset
+from validator.compiled import MAX_BATCH_ERRORS
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = compile_dataset(json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text()))
+REC = {"timestamp": "2026-06-10T11:00:00Z", "context": {"source": "billing-service"},
+       "country": "RO", "plan": "pro", "amount": 20, "active": True,
+       "signup_at": "2026-06-01T08:00:00Z"}
+
+
+def batch(*records: Any) -> bytes:
+    return orjson.dumps(list(records))
+
+
+def body_error(body: bytes, single: bool = False) -> BodyError:
+    with pytest.raises(BodyError) as info:
+        SEED.validate_one(body) if single else SEED.validate_batch(body)
+    return info.value
+
+
+def test_seed_batch_example_valid_payload_is_array_of_objects() -> None:
+    pretty = json.dumps([REC, {**REC, "country": "US", "amount": 5, "active": False}],
+                        indent=2).encode()
+    result = SEED.validate_batch(pretty)
+    assert result.ok and result.count == 2 and result.errors == []
+    assert b"\n" not in result.payload
+    raws = msgspec.json.decode(result.payload, type=list[msgspec.Raw])
+    assert all(bytes(r).rstrip().endswith(b"}") for r in raws)
+    assert result.records == json.loads(pretty)
+
+
+def test_fast_path_exists_for_seed() -> None:
+    assert SEED.has_fast_path
+
+
+@pytest.mark.parametrize(("body", "code", "message"), [
+    (b"", "invalid_json", "Invalid JSON body"),
+    (b"[1,", "invalid_json", "Invalid JSON body"),
+    (b"[NaN]", "invalid_json", "Invalid JSON body"),
+    (b"[Infinity]", "invalid_json", "Invalid JSON body"),
+    (b'[{"a":"\xff"}]', "invalid_utf8", "Invalid JSON body"),
+    (b'[{"a":"\\ud800"}]', "lone_surrogate", "Invalid JSON body"),
+    (b"[]", "empty_batch", "Batch body must be a non-empty array"),
+    (b"{}", "not_an_array", "Batch body must be a non-empty array"),
+    (b"5", "not_an_array", "Batch body must be a non-empty array"),
+    (b"[" * 5000 + b"]" * 5000, "too_deep", "JSON body nested too deeply"),
+])
+def test_body_errors(body: bytes, code: str, message: str) -> None:
+    err = body_error(body)
+    assert (err.code, err.message, err.status) == (code, message, 400)
+
+
+def test_too_many_records_is_413() -> None:
+    with pytest.raises(BodyError) as info:
+        SEED.validate_batch(batch(REC, REC, REC), max_records=2)
+    assert (info.value.code, info.value.status) == ("too_many_records", 413)
+
+
+@pytest.mark.parametrize(("body", "code", "message"), [
+    (b"[]", "not_an_object", "Payload must be an object"),
+    (b'"x"', "not_an_object", "Payload must be an object"),
+    (b"{", "invalid_json", "Invalid JSON body"),
+    (b"{} {}", "invalid_json", "Invalid JSON body"),
+    (b"{}, {}", "invalid_json", "Invalid JSON body"),
+])
+def test_single_body_errors(body: bytes, code: str, message: str) -> None:
+    err = body_error(body, single=True)
+    assert (err.code, err.message) == (code, message)
+
+
+def test_single_record() -> None:
+    result = SEED.validate_one(orjson.dumps(REC))
+    assert result.ok and result.count == 1
+    assert json.loads(result.payload) == [REC]
+    bad = SEED.validate_one(orjson.dumps({**REC, "amount": "12.5"}))
+    assert bad.errors == [
+        RecordError(0, "invalid_number", "amount", "Invalid number field: amount")]
+
+
+def test_record_errors_name_index_and_field() -> None:
+    result = SEED.validate_batch(batch(REC, {**REC, "active": 1}, REC, {**REC, "extra": 1}))
+    assert not result.ok
+    assert result.errors == [
+        RecordError(1, "invalid_boolean", "active", "Invalid boolean field: active"),
+        RecordError(3, "extra_field", "extra", "Extra field: extra")]
+    assert result.error_count == 2 and result.failed_records == 2
+
+
+def test_duplicate_keys_rejected_everywhere() -> None:
+    top = b'[{"timestamp":"2026-06-10T11:00:00Z","context":{},"country":"RO","country":"US",' \
+          b'"plan":"pro","amount":1,"active":true,"signup_at":"2026-06-01T08:00:00Z"}]'
+    result = SEED.validate_batch(top)
+    assert result.errors == [RecordError(0, "duplicate_field", "country",
+                                         "Duplicate field: country")]
+    nested = orjson.dumps([REC]).replace(b'"source":', b'"k":1,"k":2,"source":')
+    assert SEED.validate_batch(nested).errors[0][1:3] == ("duplicate_field", "context.k")
+    escaped = orjson.dumps([REC]).replace(b'"plan":"pro"', b'"plan":"pro","pl\\u0061n":"x"')
+    assert SEED.validate_batch(escaped).errors[0][1:3] == ("duplicate_field", "plan")
+
+
+def test_huge_numbers_name_the_field() -> None:
+    body = orjson.dumps([REC]).replace(b'"amount":20', b'"amount":1' + b"0" * 30)
+    assert SEED.validate_batch(body).errors[0][1:3] == ("integer_too_large", "amount")
+    body = orjson.dumps([REC]).replace(b'"amount":20', b'"amount":1e999')
+    assert SEED.validate_batch(body).errors[0][1:3] == ("number_not_finite", "amount")
+    body = orjson.dumps([REC]).replace(b'"source"', b'"n":123456789012345678901234,"source"')
+    assert SEED.validate_batch(body).errors[0][1:3] == ("integer_too_large", "context.n")
+
+
+def test_deep_context_within_json_limit() -> None:
+    deep: Any = 1
+    for _ in range(100):
+        deep = [deep]
+    result = SEED.validate_batch(batch({**REC, "context": {"d": deep}}))
+    assert result.errors[0][1] == "too_deep"
+
+
+@pytest.mark.parametrize("stamp", ["1998-12-31T23:59:60Z", "1963-06-19t08:30:06.283185z",
+                                   "2026-06-10T12:00:00.123456789+02:00"])
+def test_conservative_fast_path_still_accepts(stamp: str) -> None:
+    assert SEED.validate_batch(batch({**REC, "signup_at": stamp})).ok
+
+
+@pytest.mark.parametrize("stamp", ["2026-06-10T10:00:00+0200", "2026-06-10 10:00:00Z",
+                                   "2026-02-30T10:00:00Z", "1998-12-31T22:59:60Z"])
+def test_fast_path_never_accepts_bad_timestamps(stamp: str) -> None:
+    result = SEED.validate_batch(batch(REC, {**REC, "signup_at": stamp}))
+    assert result.errors == [RecordError(1, "invalid_timestamp", "signup_at",
+                                         "Invalid timestamp field: signup_at")]
+
+
+def test_integral_float_in_integer_field_valid_on_both_paths() -> None:
+    v = compile_dataset({"fields": {"qty": "integer"}})
+    base = {"timestamp": "2026-06-10T10:00:00Z", "context": {}}
+    assert v.validate_batch(batch({**base, "qty": 2.0})).ok
+    assert v.validate_batch(batch({**base, "qty": True})).errors[0][1] == "invalid_integer"
+
+
+def test_optional_and_nullable_fields_on_fast_path() -> None:
+    v = compile_dataset({"fields": {"a": {"type": ["string", "null"]},
+                                    "b": {"type": "timestamp", "required": False}}})
+    assert v.has_fast_path
+    base = {"timestamp": "2026-06-10T10:00:00Z", "context": {}}
+    assert v.validate_batch(batch({**base, "a": None}, {**base, "a": "x",
+                                                         "b": "2026-06-10T10:00:00Z"})).ok
+    dup = b'[{"timestamp":"2026-06-10T10:00:00Z","context":{},"a":"x","a":null}]'
+    assert v.validate_batch(dup).errors[0][1] == "duplicate_field"
+
+
+def test_fast_and_precise_paths_agree_with_validate() -> None:
+    """Every record's batch errors equal validate() on the decoded record."""
+    variants = [REC, {**REC, "amount": "1"}, {**REC, "context": None}, {**REC, "x": 1},
+                {k: v for k, v in REC.items() if k != "plan"}, {**REC, "timestamp": 1},
+                {**REC, "amount": 1.5, "active": False}]
+    result = SEED.validate_batch(batch(*variants))
+    for i, rec in enumerate(variants):
+        got = [e[1:] for e in result.errors if e.index == i]
+        assert got == [tuple(e) for e in SEED.validate(rec)]
+
+
+def test_errors_capped_error_count_complete() -> None:
+    bad = {**REC, **{f"x{i}": i for i in range(25)}}
+    result = SEED.validate_batch(batch(*[bad] * 100))
+    assert result.failed_records == 100
+    assert result.error_count == 100 * 20
+    assert len(result.errors) == MAX_BATCH_ERRORS
+    assert result.errors[0] == RecordError(0, "extra_field", "x0", "Extra field: x0")

@@ -1,0 +1,150 @@
+"""The worker against a real Redis: exactly-once output, redelivery, trimming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from quota import keys
+from worker import sink
+from worker.consumer import Worker
+
+
+def _entry(n: int, trace: str, *, day: str = "2026-06-10", user: str = "u1") -> dict[str, bytes]:
+    records = [{"timestamp": f"{day}T10:00:00Z", "context": {}, "n": i} for i in range(n)]
+    return {
+        "records": orjson.dumps(records),
+        "trace_id": trace.encode(),
+        "dataset_version": b"3",
+        "received_at": f"{day}T10:00:00.000Z".encode(),
+        "project_id": b"p1",
+        "dataset_id": b"13",
+        "user_id": user.encode(),
+    }
+
+
+def _output_lines(root: Path) -> list[dict[str, object]]:
+    lines = []
+    for path in sorted(root.rglob("*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return lines
+
+
+async def _enqueue(r: aioredis.Redis, *entries: dict[str, bytes]) -> str:
+    stream = keys.queue_key("u1", "p1", "13")
+    for fields in entries:
+        await r.xadd(stream, fields)  # type: ignore[arg-type]
+    await r.sadd(keys.queues_index_key(), stream)
+    return stream
+
+
+async def test_records_written_once_with_trace_id_and_version(
+    aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    stream = await _enqueue(aredis, _entry(2, "req_a"), _entry(1, "req_b"))
+    worker = Worker(aredis, tmp_path)
+    assert await worker.drain() == 2
+    lines = _output_lines(tmp_path)
+    assert [(ln["n"], ln["__traceId"], ln["__datasetVersion"]) for ln in lines] == [
+        (0, "req_a", 3), (1, "req_a", 3), (0, "req_b", 3),
+    ]
+    files = list(tmp_path.rglob("*.jsonl"))
+    assert all(f.parent == tmp_path / "p1" / "13" / "2026-06-10" for f in files)
+    # acknowledged entries are deleted: Redis holds nothing for them
+    assert await aredis.xlen(stream) == 0
+    assert await aredis.hlen(keys.written_marks_key(stream)) == 0
+
+
+async def test_files_split_by_utc_day_of_receipt(aredis: aioredis.Redis, tmp_path: Path) -> None:
+    await _enqueue(aredis, _entry(1, "a", day="2026-06-10"), _entry(1, "b", day="2026-06-11"))
+    await Worker(aredis, tmp_path).drain()
+    days = sorted(p.parent.name for p in tmp_path.rglob("*.jsonl"))
+    assert days == ["2026-06-10", "2026-06-11"]
+
+
+class Crash(Exception):
+    """Simulated death of the worker between two steps."""
+
+
+@pytest.mark.parametrize("crash_after", ["stage", "mark", "publish"])
+async def test_crash_at_each_step_then_reclaim_writes_exactly_once(
+    aredis: aioredis.Redis, tmp_path: Path, crash_after: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = await _enqueue(aredis, _entry(3, "req_x"), _entry(2, "req_y"))
+    dying = Worker(aredis, tmp_path, consumer="dying")
+
+    real_stage, real_publish = sink.stage, sink.publish
+    real_hset = aredis.hset
+
+    def stage(final: Path, lines: list[bytes]) -> None:
+        real_stage(final, lines)
+        if crash_after == "stage":
+            raise Crash
+
+    async def hset(*args: object, **kwargs: object) -> object:
+        result = await real_hset(*args, **kwargs)  # type: ignore[arg-type]
+        if crash_after == "mark":
+            raise Crash
+        return result
+
+    def publish(final: Path) -> bool:
+        done = real_publish(final)
+        if crash_after == "publish":
+            raise Crash
+        return done
+
+    monkeypatch.setattr(sink, "stage", stage)
+    monkeypatch.setattr(sink, "publish", publish)
+    monkeypatch.setattr(aredis, "hset", hset)
+    with pytest.raises(Crash):
+        await dying.drain()
+    monkeypatch.undo()
+
+    # entries are still pending for the dead consumer; a new worker reclaims them
+    assert await aredis.xlen(stream) == 2
+    survivor = Worker(aredis, tmp_path, consumer="survivor", reclaim_idle_ms=0)
+    await survivor.drain()
+    ns = sorted((ln["__traceId"], ln["n"]) for ln in _output_lines(tmp_path))
+    assert ns == [("req_x", 0), ("req_x", 1), ("req_x", 2), ("req_y", 0), ("req_y", 1)]
+    assert await aredis.xlen(stream) == 0
+    assert not list(tmp_path.rglob("*.tmp"))  # no staged file left behind
+
+
+async def test_restart_with_same_consumer_name_finishes_its_own_pending(
+    aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    stream = await _enqueue(aredis, _entry(1, "req_own"))
+    first = Worker(aredis, tmp_path, consumer="w1")
+    await first.discover()
+    # delivered but never processed (the process died right after XREADGROUP)
+    await aredis.xreadgroup(keys.QUEUE_GROUP, "w1", {stream: ">"}, count=10)
+    again = Worker(aredis, tmp_path, consumer="w1")
+    await again.drain()
+    assert [ln["__traceId"] for ln in _output_lines(tmp_path)] == ["req_own"]
+
+
+async def test_two_workers_share_a_stream_without_duplicates(
+    aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    await _enqueue(aredis, *[_entry(1, f"t{i}") for i in range(200)])
+    w1 = Worker(aredis, tmp_path, consumer="a", batch_size=7)
+    w2 = Worker(aredis, tmp_path, consumer="b", batch_size=7)
+    import asyncio
+
+    await asyncio.gather(w1.drain(), w2.drain())
+    traces = sorted(str(ln["__traceId"]) for ln in _output_lines(tmp_path))
+    assert traces == sorted(f"t{i}" for i in range(200))
+    assert w1.stats.entries_written > 0 and w2.stats.entries_written > 0
+
+
+async def test_stream_found_by_scan_even_if_missing_from_index(
+    aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    stream = keys.queue_key("u1", "p1", "13")
+    await aredis.xadd(stream, _entry(1, "orphan"))  # type: ignore[arg-type]
+    await Worker(aredis, tmp_path).drain()
+    assert [ln["__traceId"] for ln in _output_lines(tmp_path)] == ["orphan"]

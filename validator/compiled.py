@@ -1,0 +1,288 @@
+"""``compile_dataset``: a definition in, a :class:`CompiledDataset` out.
+
+``validate_batch`` is the service's hot path. It first tries the fast path (one typed msgspec
+decode of the whole body plus bulk checks, see :mod:`validator.fast`). If that fails for any
+reason, the precise path finds out exactly what is wrong: body-level problems raise
+:class:`BodyError`; otherwise the body is split into raw records, each is tried on the typed
+single-record decoder (in one C loop, see :func:`validator.fast.decode_each`), the bulk
+checks run on the records that pass and name the ones they fail, and only the records that
+failed something are parsed and checked field by field: valid records never reach the
+precise checker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from msgspec import to_builtins
+
+from validator import errors as E
+from validator.checker import MAX_ERRORS_PER_RECORD, compile_record, pairs_hook
+from validator.definition import normalize, record_schema
+from validator.errors import BodyError, FieldError, RecordError
+from validator.fast import FastPath, build, decode_each, failing_times
+
+# At most this many record errors are kept in a BatchResult (error_count has them all).
+MAX_BATCH_ERRORS = 1000
+DEFAULT_MAX_RECORDS = 1000
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_ANY = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+# Records with at most this many '[' and '{' cannot reach Python's recursion limit.
+_SHALLOW = 64
+_WS = b" \t\r\n"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                  RecursionError, ValueError)
+
+EMPTY_BATCH = "Batch body must be a non-empty array"
+NOT_OBJECT = "Payload must be an object"
+
+
+@dataclass
+class BatchResult:
+    """The verdict on one body.
+
+    ``count``: records in the body. ``ok``: all valid. ``errors``: every error of every
+    failing record (at most 20 per record), in record order, capped at
+    :data:`MAX_BATCH_ERRORS`; ``error_count``: how many there were before that cap;
+    ``failed_records``: how many records failed. ``payload``: the records as one compact
+    JSON array (the body with its line breaks removed: each record is one line), only
+    meaningful when ``ok``.
+    """
+
+    count: int
+    errors: list[RecordError] = field(default_factory=list)
+    error_count: int = 0
+    failed_records: int = 0
+    payload: bytes = b"[]"
+
+    @property
+    def ok(self) -> bool:
+        """No record failed."""
+        return self.error_count == 0
+
+    @property
+    def records(self) -> list[Any]:
+        """The decoded records (decoded on demand: the hot path never needs them)."""
+        out: list[Any] = _ANY.decode(self.payload)
+        return out
+
+
+def _compact(body: bytes) -> bytes:
+    # Raw line breaks can only be whitespace between tokens in valid JSON (inside strings
+    # they must be escaped), so dropping them keeps the meaning and makes each record one
+    # line for the JSON Lines sink.
+    if b"\n" in body or b"\r" in body:
+        return body.translate(None, b"\r\n")
+    return body
+
+
+def _parse_precise(raw: bytes) -> Any:
+    """A record with Python's parser: repeated keys remembered, big ints and 1e999 kept
+    (so the checker can name the field), NaN/Infinity refused."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs_hook,
+                          parse_constant=refuse)
+    except RecursionError:
+        raise BodyError("too_deep", "JSON body nested too deeply", 400,
+                        "nesting exceeds the parser's limit") from None
+    except UnicodeDecodeError as exc:
+        raise E.invalid_json("invalid_utf8", str(exc)) from None
+    except ValueError as exc:
+        raise E.invalid_json("invalid_json", str(exc)) from None
+
+
+def _parse(raw: bytes) -> Any:
+    """:func:`_parse_precise`'s value, from msgspec when that is sure to be the same: no
+    backslash (so no escapes, lone surrogates or hidden quotes), shallow, and as many
+    quotes in ``raw`` as in the value re-encoded (a repeated key would lose its quotes).
+    msgspec refuses what Python's parser accepts differently (NaN, 1e999): those and all
+    other records take the precise parser."""
+    if b"\\" not in raw and raw.count(b"[") + raw.count(b"{") <= _SHALLOW:
+        try:
+            value = _ANY.decode(raw)
+            same = raw.count(b'"') == _ENCODER.encode(value).count(b'"')
+        except (*_DECODE_ERRORS, msgspec.EncodeError, TypeError, OverflowError):
+            same = False
+        if same:
+            return value
+    return _parse_precise(raw)
+
+
+def _body_error(body: bytes, exc: BaseException) -> BodyError:
+    """Name what is wrong with a body msgspec could not even split into elements."""
+    if isinstance(exc, RecursionError):
+        return BodyError("too_deep", "JSON body nested too deeply", 400,
+                         "nesting exceeds the parser's limit")
+    if isinstance(exc, UnicodeDecodeError):
+        return E.invalid_json("invalid_utf8", str(exc))
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.loads(body)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return E.invalid_json("lone_surrogate", "a \\u escape is an unpaired surrogate")
+    return E.invalid_json("invalid_json", str(exc))
+
+
+class CompiledDataset:
+    """A compiled dataset definition: ``validate`` one decoded record, or validate a whole
+    request body with ``validate_batch`` / ``validate_one``."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        self.definition: dict[str, Any] = normalize(definition)
+        self.json_schema: dict[str, Any] = record_schema(self.definition)
+        self._check = compile_record(self.definition["fields"])
+        self._fast: FastPath | None = build(self.definition["fields"])
+
+    @property
+    def has_fast_path(self) -> bool:
+        """Whether whole batches can be decoded and checked in C."""
+        return self._fast is not None
+
+    def validate(self, record: object) -> list[FieldError]:
+        """Every error of one decoded record (at most 20), the seed's message first; [] when
+        valid."""
+        return self._check(record)
+
+    def validate_batch(self, body: bytes, *, max_records: int = DEFAULT_MAX_RECORDS,
+                       ) -> BatchResult:
+        """Parse a JSON array body and validate every record. Raises :class:`BodyError` for
+        a body that is not a non-empty array of at most ``max_records`` elements."""
+        fast = self._fast
+        if fast is not None:
+            try:
+                records = fast.batch.decode(body)
+            except _DECODE_ERRORS:
+                pass
+            else:
+                n = len(records)
+                if 0 < n <= max_records and fast.timestamps_ok(records) and \
+                        fast.no_duplicates(body, records):
+                    return BatchResult(n, payload=_compact(body))
+        return self._precise_batch(body, max_records)
+
+    def validate_one(self, body: bytes) -> BatchResult:
+        """Validate a body that must be one JSON object (the single-record endpoint)."""
+        if body.lstrip(_WS)[:1] == b"{":
+            try:
+                result = self.validate_batch(b"[" + body + b"]", max_records=1)
+            except BodyError as exc:
+                if exc.code in ("empty_batch", "too_many_records", "not_an_array"):
+                    raise E.invalid_json("invalid_json", "not one JSON value") from None
+                raise
+            return result
+        try:
+            _ANY.decode(body)
+        except _DECODE_ERRORS as exc:
+            raise _body_error(body, exc) from None
+        raise BodyError("not_an_object", NOT_OBJECT)
+
+    def _precise_batch(self, body: bytes, max_records: int) -> BatchResult:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise E.invalid_json("invalid_utf8", str(exc)) from None
+        try:
+            raws = _RAW_LIST.decode(body)
+        except msgspec.ValidationError:
+            # Valid JSON, not an array (msgspec says "Expected `array`").
+            try:
+                _ANY.decode(body)
+            except _DECODE_ERRORS as exc:
+                raise _body_error(body, exc) from None
+            raise BodyError("not_an_array", EMPTY_BATCH) from None
+        except _DECODE_ERRORS as exc:
+            raise _body_error(body, exc) from None
+        n = len(raws)
+        if n == 0:
+            raise BodyError("empty_batch", EMPTY_BATCH)
+        if n > max_records:
+            raise BodyError("too_many_records",
+                            f"Too many records in batch (at most {max_records})", 413,
+                            f"{n} records")
+        failures = self._failing_records(raws)
+        result = BatchResult(n, payload=_compact(body))
+        for index in sorted(failures):
+            errs = failures[index]
+            result.failed_records += 1
+            result.error_count += len(errs)
+            room = MAX_BATCH_ERRORS - len(result.errors)
+            result.errors.extend(RecordError(index, *e) for e in errs[:max(room, 0)])
+        return result
+
+    def _failing_records(self, raws: list[msgspec.Raw]) -> dict[int, list[FieldError]]:
+        """Errors by record index. Records that pass the typed decoder and the bulk checks
+        are valid; only the others are parsed and checked field by field (which may also
+        find them valid: the fast path is conservative)."""
+        fast = self._fast
+        if fast is None:
+            doubtful = list(range(len(raws)))
+            parsed = [_parse(bytes(raw)) for raw in raws]
+            valid_times: Collection[str] = ()
+        else:
+            good, doubtful = decode_each(fast.one.decode, raws)
+            parsed = [_parse(bytes(raws[i])) for i in doubtful]
+            if good:
+                valid_times = self._recheck_good(raws, good, doubtful, parsed)
+            else:
+                valid_times = fast.valid_times(parsed)
+        check = self._check
+        failures: dict[int, list[FieldError]] = {}
+        for i, record in zip(doubtful, parsed, strict=True):
+            errs = check(record, valid_times)
+            if errs:
+                failures[i] = errs[:MAX_ERRORS_PER_RECORD]
+        return failures
+
+    def _recheck_good(self, raws: list[msgspec.Raw], good: list[Any], doubtful: list[int],
+                      parsed: list[Any]) -> set[str]:
+        """The bulk checks on the ``good`` records (those of ``raws`` not in ``doubtful``,
+        which ``parsed`` holds decoded): the records they fail join ``doubtful`` and
+        ``parsed``. Returns the timestamps of all those records known valid."""
+        fast = self._fast
+        assert fast is not None
+        # Positions of the good records among all, and their raw spans.
+        good_at: list[int] = []
+        good_raws: list[msgspec.Raw] = []
+        start = 0
+        for i in [*doubtful, len(raws)]:
+            good_at.extend(range(start, i))
+            good_raws.extend(raws[start:i])
+            start = i + 1
+        # One timestamp check for the good records' values and the parsed records' ones.
+        n = len(good)
+        values = fast.timestamp_values(good)
+        others = fast.dict_timestamp_values(parsed)
+        every = values + others
+        failing = failing_times(every)
+        bad = {every[j] for j in failing}
+        flagged = {j % n for j in failing if j < len(values)}
+        suspects = set(fast.duplicate_suspects(good_raws, good))
+        known = {v for v in others if v not in bad}
+        for j in sorted(flagged | suspects):
+            i = good_at[j]
+            doubtful.append(i)
+            if j in suspects:  # likely a repeated key: straight to Python's parser
+                parsed.append(_parse_precise(bytes(raws[i])))
+            else:
+                # Typed and no key repeated: the typed record is the parsed one (but for
+                # the order of its keys, which only matters for extra or repeated keys).
+                parsed.append(to_builtins(good[j]))
+            known.update(v for v in values[j::n] if v not in bad)
+        return known
+
+
+def compile_dataset(definition: dict[str, Any]) -> CompiledDataset:
+    """Compile a dataset definition (the seed's ``{"fields": {...}}`` form or the object form
+    of fields); raises :class:`DefinitionError` listing every problem."""
+    return CompiledDataset(definition)

@@ -1,0 +1,243 @@
+"""Dataset definitions: checked against ``schemas/definition.schema.json``, normalized, and
+turned into one draft 2020-12 JSON Schema for a record.
+
+The normalized form (what the registry stores) spells every field as an object and every
+top-level field's ``required`` as a boolean; nested objects keep JSON Schema's ``required``
+list and are closed unless ``"additionalProperties": true``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from validator import ecma_regex
+from validator.errors import DefinitionError
+from validator.regex_safety import UnsafePatternError, check_pattern_safety
+
+META_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "definition.schema.json"
+RESERVED = ("timestamp", "context")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Declared structure may nest this deep (the record is level 1, the limit for records is 32).
+MAX_DECLARED_DEPTH = 30
+# JSON nesting of a whole definition (each declared level takes two: properties -> name)
+MAX_JSON_DEPTH = 2 * MAX_DECLARED_DEPTH + 8
+RECORD_SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
+
+_NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+_STRING = ("minLength", "maxLength", "pattern", "format")
+_ARRAY = ("items", "minItems", "maxItems", "uniqueItems")
+_OBJECT = ("properties", "additionalProperties")
+
+
+@cache
+def _meta_validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(META_SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def pointer(parts: list[str | int] | tuple[str | int, ...]) -> str:
+    """RFC 6901 JSON Pointer of ``parts``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _deepest(errs: list[ValidationError]) -> ValidationError:
+    # Of the branches of a oneOf, the one that got furthest names the real problem.
+    deepest = max(len(e.absolute_path) for e in errs)
+    best: ValidationError = best_match(e for e in errs if len(e.absolute_path) == deepest)
+    return best
+
+
+def _meta_problems(definition: Any) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in _meta_validator().iter_errors(definition):
+        # oneOf/anyOf failures say little; their closest sub-error says what is wrong.
+        shown: ValidationError = err
+        while shown.context:
+            shown = _deepest(shown.context)
+        parts = list(shown.absolute_path)
+        if "propertyNames" in shown.absolute_schema_path:
+            parts.append(str(shown.instance))
+            problems.append((pointer(parts), f"field name {shown.instance!r} cannot be declared"
+                             " (reserved: timestamp, context, names starting with __)"))
+            continue
+        problems.append((pointer(parts), shown.message[:300]))
+    return problems
+
+
+def _types(decl: dict[str, Any]) -> list[str]:
+    t = decl.get("type")
+    if isinstance(t, str):
+        return [t]
+    return [x for x in t if isinstance(x, str)] if isinstance(t, list) else []
+
+
+def _semantic_problems(decl: dict[str, Any], at: list[str | int], depth: int, top: bool,
+                       out: list[tuple[str, str]]) -> None:
+    """What the meta-schema cannot say: keywords that fit no declared type, bounds that
+    contradict, patterns Python cannot compile, nesting too deep."""
+    types = _types(decl)
+    if not types and "enum" not in decl and "const" not in decl:
+        out.append((pointer(at), "a field needs a type (or enum/const)"))
+    if depth > MAX_DECLARED_DEPTH:
+        out.append((pointer(at), f"declared nesting deeper than {MAX_DECLARED_DEPTH}"))
+        return
+    kinds = set(types)
+    if types:
+        for group, fits in ((_NUMERIC, {"number", "integer"}), (_STRING, {"string", "timestamp"}),
+                            (_ARRAY, {"array"}), (_OBJECT, {"object"})):
+            for kw in group:
+                if kw in decl and not kinds & fits:
+                    out.append((pointer([*at, kw]), f"{kw} does not apply to type {types}"))
+    req = decl.get("required")
+    if isinstance(req, bool) and not top:
+        out.append((pointer([*at, "required"]), "a boolean required applies to top-level"
+                    " fields only; nested objects list theirs in an array"))
+    if isinstance(req, list):
+        if "object" not in kinds:
+            out.append((pointer([*at, "required"]), "a required list needs type object"))
+        props = decl.get("properties", {})
+        for i, name in enumerate(req):
+            if isinstance(props, dict) and name not in props and not decl.get(
+                    "additionalProperties", False):
+                out.append((pointer([*at, "required", i]), f"{name!r} is not a property"))
+    for lo, hi in (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems")):
+        a, b = decl.get(lo), decl.get(hi)
+        if isinstance(a, int | float) and isinstance(b, int | float) and a > b:
+            out.append((pointer([*at, lo]), f"{lo} {a} is greater than {hi} {b}"))
+    for kw in (*_NUMERIC, "const"):
+        v = decl.get(kw)
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append((pointer([*at, kw]), "numbers must be finite"))
+    if "format" in decl and "timestamp" in kinds:
+        out.append((pointer([*at, "format"]), "type timestamp already has a format"))
+    pattern = decl.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            check_pattern_safety(ecma_regex.translate(pattern))
+            ecma_regex.compile_pattern(pattern)
+        except re.error as exc:
+            out.append((pointer([*at, "pattern"]), f"pattern does not compile: {exc}"))
+        except UnsafePatternError as exc:
+            out.append((pointer([*at, "pattern"]), f"pattern can backtrack catastrophically"
+                        f" ({exc}); bound the inner repeat, e.g. {{1,64}}"))
+    items = decl.get("items")
+    if isinstance(items, dict):
+        _semantic_problems(items, [*at, "items"], depth + 1, False, out)
+    props = decl.get("properties")
+    if isinstance(props, dict):
+        for name, sub in props.items():
+            if isinstance(sub, dict):
+                _semantic_problems(sub, [*at, "properties", name], depth + 1, False, out)
+
+
+def _expand(decl: Any) -> Any:
+    """Shorthand type words become ``{"type": word}``, recursively."""
+    if isinstance(decl, str):
+        return {"type": decl}
+    if not isinstance(decl, dict):
+        return decl
+    out = dict(decl)
+    for key in ("minLength", "maxLength", "minItems", "maxItems"):
+        # JSON Schema counts 2.0 as the integer 2; store it as one.
+        if isinstance(out.get(key), float) and out[key].is_integer():
+            out[key] = int(out[key])
+    if isinstance(out.get("items"), str | dict):
+        out["items"] = _expand(out["items"])
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: _expand(v) for k, v in out["properties"].items()}
+    return out
+
+
+def _too_deep(document: Any) -> str | None:
+    """Pointer to the first place ``document`` nests past :data:`MAX_JSON_DEPTH`, else None."""
+    stack: list[tuple[Any, list[str | int]]] = [(document, [])]
+    while stack:
+        node, at = stack.pop()
+        if len(at) > MAX_JSON_DEPTH:
+            return pointer(at[: MAX_JSON_DEPTH + 1])
+        if isinstance(node, dict):
+            stack.extend((v, [*at, str(k)]) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, [*at, i]) for i, v in enumerate(node))
+    return None
+
+
+def normalize(definition: Any) -> dict[str, Any]:
+    """Check ``definition`` and return its normalized form; :class:`DefinitionError` lists
+    every problem with its JSON Pointer."""
+    too_deep = _too_deep(definition)
+    if too_deep is not None:
+        # Checked first, without recursion: the meta-schema check and the compiler recurse.
+        raise DefinitionError([(too_deep, f"definition nested deeper than {MAX_JSON_DEPTH}"
+                                          " levels")])
+    problems = _meta_problems(definition)
+    given = definition.get("fields") if isinstance(definition, dict) else None
+    fields = {n: _expand(d) for n, d in given.items()} if isinstance(given, dict) else {}
+    # Semantic checks run even when the meta-schema failed: every problem is listed at once.
+    for name, decl in fields.items():
+        if isinstance(decl, dict):
+            _semantic_problems(decl, ["fields", name], 2, True, problems)
+    if problems:
+        raise DefinitionError(sorted(set(problems)))
+    out: dict[str, Any] = {}
+    if "description" in definition:
+        out["description"] = definition["description"]
+    out["fields"] = {}
+    for name, decl in fields.items():
+        decl = dict(decl)
+        # A list is an object field's required properties (the field itself is required).
+        if not isinstance(decl.get("required"), list):
+            decl["required"] = decl.get("required", True) is not False
+        out["fields"][name] = decl
+    return out
+
+
+def field_schema(decl: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of one (normalized) field."""
+    out: dict[str, Any] = {}
+    types = _types(decl)
+    if types:
+        mapped = ["string" if t == "timestamp" else t for t in types]
+        out["type"] = mapped[0] if len(mapped) == 1 else list(dict.fromkeys(mapped))
+        if "timestamp" in types:
+            out["format"] = "date-time"
+    for key, value in decl.items():
+        if key in ("type", "required") and not (key == "required" and isinstance(value, list)):
+            continue
+        if key == "items":
+            out["items"] = field_schema(value)
+        elif key == "properties":
+            out["properties"] = {k: field_schema(v) for k, v in value.items()}
+        else:
+            out[key] = value
+    if "object" in types and "additionalProperties" not in decl:
+        out["additionalProperties"] = False
+    return out
+
+
+def record_schema(normalized: dict[str, Any]) -> dict[str, Any]:
+    """One draft 2020-12 JSON Schema document for a record of the dataset."""
+    props: dict[str, Any] = {
+        "timestamp": {"type": "string", "format": "date-time"},
+        "context": {"type": "object"},
+    }
+    required = ["timestamp", "context"]
+    for name, decl in normalized["fields"].items():
+        props[name] = field_schema(decl)
+        if decl["required"] is not False:
+            required.append(name)
+    out: dict[str, Any] = {"$schema": RECORD_SCHEMA_URI}
+    if "description" in normalized:
+        out["description"] = normalized["description"]
+    out.update({"type": "object", "properties": props, "required": required,
+                "additionalProperties": False})
+    return out

@@ -1,0 +1,436 @@
+"""The all-valid fast path: one msgspec decode of the whole batch into typed Structs.
+
+A definition whose every field msgspec can check exactly (scalar types, nullable, optional,
+length and numeric bounds, patterns) gets a Struct type; the whole body is decoded as
+``list[Struct]`` in C. What msgspec does not check is checked after, in bulk:
+
+* timestamps are decoded as ``str`` (msgspec's own datetime parser accepts ``+0200`` and a
+  space separator): their digit shapes are checked once per distinct shape, then msgspec
+  decodes them all as aware datetimes in one call, which checks the calendar;
+* duplicate keys (msgspec keeps the last one silently) are found by counting ``"``: with no
+  backslash in the body every string adds exactly two quotes, so the body has as many quotes
+  as the decoded records re-encoded only if no key was repeated.
+
+Any doubt sends the body to the precise path, which is always right; the fast path only has
+to never accept what the precise path rejects. On that path the same checks run per record
+position (``bad_timestamps``, ``duplicate_suspects``) so that only the records they fail
+are checked one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from itertools import accumulate, repeat
+from operator import attrgetter, ne
+from typing import Annotated, Any, NewType, Union
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from validator.checker import MAX_STRING
+from validator.definition import INT64_MAX, INT64_MIN
+from validator.ecma_regex import translate as ecma_translate
+from validator.formats import is_date_time
+
+Str = Annotated[str, Meta(max_length=MAX_STRING)]
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
+FLOAT_MAX = 1.7976931348623157e308
+Float = Annotated[float, Meta(ge=-FLOAT_MAX, le=FLOAT_MAX)]
+# msgspec expands a type per use, so a depth-limited JSON type costs 2**depth: context is
+# typed this deep on the fast path, deeper contexts take the precise path.
+CONTEXT_FAST_DEPTH = 6
+
+
+# Built at run time, so typed as Any; a NewType per level keeps typing's hashing linear.
+_new_type: Any = NewType
+_union: Any = Union
+_list: Any = list
+_dict: Any = dict
+
+
+def _json_type(depth: int) -> Any:
+    t = _new_type("Json0", _union[Str, Int64, Float, bool, None])
+    for k in range(depth):
+        t = _new_type(f"Json{k + 1}", _union[Str, Int64, Float, bool, _list[t],
+                                             _dict[Str, t], None])
+    return t
+
+
+Context: Any = dict[Str, _json_type(CONTEXT_FAST_DEPTH)]  # type: ignore[misc]
+AwareDateTimes = msgspec.json.Decoder(list[Annotated[datetime, Meta(tz=True)]])
+_ENCODER = msgspec.json.Encoder()
+_SHAPE_TABLE = bytes.maketrans(b"0123456789", b"9999999999")
+_SHAPE_RE = re.compile(rb"9999-99-99[Tt]99:99:99(?:\.9+)?(?:[Zz]|[+-]99:99)\Z")
+# The element a msgspec ValidationError names, in a list we encoded ourselves.
+_AT_INDEX = re.compile(r" - at `\$\[([0-9]+)\]`\Z")
+# Records per quote count in FastPath.duplicate_suspects.
+_CHUNK = 16
+_GOOD_TIMESTAMP = "2000-01-01T00:00:00Z"
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                  RecursionError, ValueError)
+_SCALARS = {"string", "number", "integer", "boolean", "timestamp"}
+_ALLOWED = {"type", "description", "required", "minLength", "maxLength", "pattern",
+            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "format"}
+
+
+def decode_each(decode: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], list[int]]:
+    """``decode`` each item: (the results of those that decoded, in order; the indices of
+    those that raised). The loop runs in C (``list.extend`` over ``map``): an exception
+    stops it after the items before it were kept, and the shared iterator resumes after the
+    failing item, so Python only runs once per failure."""
+    it = iter(items)
+    out: list[Any] = []
+    bad: list[int] = []
+    while True:
+        try:
+            out.extend(map(decode, it))
+            break
+        except _DECODE_ERRORS:
+            bad.append(len(out) + len(bad))
+    if len(out) + len(bad) != len(items):  # pragma: no cover - CPython keeps partial extends
+        out, bad = [], []
+        for i, item in enumerate(items):
+            try:
+                out.append(decode(item))
+            except _DECODE_ERRORS:
+                bad.append(i)
+    return out, bad
+
+
+def _true_positions(flags: list[bool]) -> list[int]:
+    """Indices of the true items of ``flags`` (a scan in C per hit)."""
+    out: list[int] = []
+    if True in flags:
+        i = flags.index(True)
+        while True:
+            out.append(i)
+            try:
+                i = flags.index(True, i + 1)
+            except ValueError:
+                break
+    return out
+
+
+def _positions(items: list[bytes], wanted: set[bytes]) -> list[int]:
+    """Sorted positions of the ``items`` in ``wanted`` (a few: one C scan each)."""
+    if len(wanted) > 4:
+        return _true_positions(list(map(wanted.__contains__, items)))
+    out: list[int] = []
+    for w in wanted:
+        i = -1
+        try:
+            while True:
+                i = items.index(w, i + 1)
+                out.append(i)
+        except ValueError:
+            pass
+    return sorted(out)
+
+
+def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
+    """Positions of ``values`` (``encoded``: their JSON array, each value plain ASCII with
+    nothing escaped) that msgspec does not decode as an aware datetime. One bulk decode;
+    after a failure at element k the decode resumes at k + 1 on the same buffer (the comma
+    before it becomes ``[``)."""
+    try:
+        AwareDateTimes.decode(encoded)
+        return []
+    except msgspec.ValidationError as exc:
+        error: msgspec.ValidationError = exc
+    buf = bytearray(encoded)
+    bad: list[int] = []
+    base = 0
+    pos = 0  # of the '[' before element ``base``
+    with memoryview(buf) as view:
+        while True:
+            m = _AT_INDEX.search(str(error))
+            k = base + int(m.group(1)) if m else -1
+            if not base <= k < len(values):
+                # Unexpected message: check the rest one value at a time.
+                return bad + [base + j for j, v in enumerate(values[base:])
+                              if not is_date_time(v)]
+            bad.append(k)
+            # Element j takes len + 2 bytes and a comma.
+            pos += sum(map(len, values[base:k + 1])) + 3 * (k + 1 - base)
+            base = k + 1
+            if base >= len(values):
+                break
+            buf[pos] = 0x5B  # '['
+            try:
+                AwareDateTimes.decode(view[pos:])
+                break
+            except msgspec.ValidationError as exc:
+                error = exc
+    return bad
+
+
+def failing_times(values: list[str]) -> list[int]:
+    """Positions of the ``values`` that :meth:`FastPath.timestamps_ok` would not accept."""
+    if not values:
+        return []
+    encoded = _ENCODER.encode(values)
+    shapes = encoded.translate(_SHAPE_TABLE)[2:-2].split(b'","')
+    if len(shapes) != len(values):  # pragma: no cover - a value cannot hold '","' unescaped
+        return [j for j, v in enumerate(values) if not is_date_time(v)]
+    bad_shapes = {s for s in set(shapes) if not _SHAPE_RE.match(s)}
+    if not bad_shapes:  # then every value is plain ASCII
+        return _calendar_failures(values, encoded)
+    # The values of a bad shape are bad whatever msgspec makes of them.
+    dropped = _positions(shapes, bad_shapes)
+    if len(encoded) != sum(map(len, values)) + 3 * len(values) + 1:
+        # Something escaped or not ASCII (so of a bad shape): stand-ins keep the offsets.
+        values = values.copy()
+        for d in dropped:
+            values[d] = _GOOD_TIMESTAMP
+        encoded = _ENCODER.encode(values)
+    return sorted({*dropped, *_calendar_failures(values, encoded)})
+
+
+def _representable(x: Any) -> bool:
+    """A bound msgspec compares exactly as Python does: ints, and floats equal to an int or
+    exactly a double."""
+    return isinstance(x, int) or (isinstance(x, float) and math.isfinite(x))
+
+
+def _int_meta(decl: dict[str, Any]) -> Meta | None:
+    lo, hi = INT64_MIN, INT64_MAX
+    if "minimum" in decl:
+        lo = max(lo, math.ceil(decl["minimum"]))
+    if "exclusiveMinimum" in decl:
+        lo = max(lo, math.floor(decl["exclusiveMinimum"]) + 1)
+    if "maximum" in decl:
+        hi = min(hi, math.floor(decl["maximum"]))
+    if "exclusiveMaximum" in decl:
+        hi = min(hi, math.ceil(decl["exclusiveMaximum"]) - 1)
+    if lo > hi:
+        return None
+    return Meta(ge=lo, le=hi)
+
+
+def _float_meta(decl: dict[str, Any]) -> Meta | None:
+    kw: dict[str, float] = {}
+    for key, name in (("minimum", "ge"), ("maximum", "le"), ("exclusiveMinimum", "gt"),
+                      ("exclusiveMaximum", "lt")):
+        if key in decl:
+            b = decl[key]
+            if float(b) != b:  # an int a double cannot hold: compare exactly elsewhere
+                return None
+            kw[name] = float(b)
+    kw.setdefault("ge", -FLOAT_MAX)
+    kw.setdefault("le", FLOAT_MAX)
+    if "gt" in kw:
+        del kw["ge"]
+    if "lt" in kw:
+        del kw["le"]
+    meta: Any = Meta
+    return meta(**kw)  # type: ignore[no-any-return]
+
+
+def _field_type(decl: dict[str, Any]) -> tuple[Any, bool] | None:
+    """(msgspec type, is a timestamp) of a field, or None when msgspec cannot check it
+    exactly."""
+    if set(decl) - _ALLOWED:
+        return None
+    t = decl.get("type")
+    kinds = [t] if isinstance(t, str) else list(t or [])
+    nullable = "null" in kinds
+    kinds = [k for k in kinds if k != "null"]
+    if len(kinds) != 1 or kinds[0] not in _SCALARS:
+        return None
+    kind = kinds[0]
+    fmt = decl.get("format")
+    timestamp = kind == "timestamp" or fmt == "date-time"
+    if fmt is not None and fmt != "date-time":
+        return None
+    base: Any
+    if kind in ("string", "timestamp"):
+        str_kw: dict[str, Any] = {"max_length": min(decl.get("maxLength", MAX_STRING),
+                                                     MAX_STRING)}
+        if "minLength" in decl:
+            str_kw["min_length"] = decl["minLength"]
+        if "pattern" in decl:
+            # msgspec uses re.search, as the precise path does; ECMA 262 semantics as there
+            # (validator.ecma_regex), with re.ASCII spelled inline.
+            str_kw["pattern"] = "(?a)" + ecma_translate(decl["pattern"])
+        base = Annotated[str, Meta(**str_kw)]
+    elif kind == "boolean":
+        base = bool
+    else:
+        bounds = [decl[k] for k in ("minimum", "maximum", "exclusiveMinimum",
+                                    "exclusiveMaximum") if k in decl]
+        if not all(_representable(b) for b in bounds):
+            return None
+        im = _int_meta(decl)
+        if im is None:
+            return None
+        if kind == "integer":
+            base = Annotated[int, im]
+        else:
+            fm = _float_meta(decl)
+            if fm is None:
+                return None
+            base = Union[Annotated[int, im], Annotated[float, fm]]  # noqa: UP007
+    if nullable:
+        base = Union[base, None]  # noqa: UP007
+    return base, timestamp
+
+
+class FastPath:
+    """A definition's typed batch decoder and the bulk checks that complete it."""
+
+    def __init__(self, struct: type[msgspec.Struct], timestamp_attrs: list[str],
+                 timestamp_names: list[str], optional_timestamps: bool,
+                 fixed_quotes: int | None) -> None:
+        self.struct = struct
+        self.batch = msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
+        self.one = msgspec.json.Decoder(struct)
+        self.getters = [attrgetter(a) for a in timestamp_attrs]
+        self.timestamp_names = timestamp_names
+        self.optional_timestamps = optional_timestamps
+        # Quotes each record adds besides its context when no field is optional or nullable.
+        self.fixed_quotes = fixed_quotes
+        self.context = attrgetter("c")
+
+    def timestamps_ok(self, records: list[Any]) -> bool:
+        """Every timestamp of ``records`` is a strict RFC 3339 date-time (leap seconds are
+        left to the precise path)."""
+        values: list[Any] = []
+        for get in self.getters:
+            values.extend(map(get, records))
+        if self.optional_timestamps:
+            values = [v for v in values if type(v) is str]
+        if not values:
+            return True
+        encoded = _ENCODER.encode(values)
+        # One shape per distinct digit pattern: '9999-99-99T99:99:99Z' and the like.
+        shapes = set(encoded.translate(_SHAPE_TABLE)[2:-2].split(b'","'))
+        if not all(_SHAPE_RE.match(s) for s in shapes):
+            return False
+        try:
+            AwareDateTimes.decode(encoded)
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    def timestamp_values(self, records: list[Any]) -> list[str]:
+        """The timestamps of typed ``records``, field by field: value ``j`` is of record
+        ``j % len(records)`` (absent or null ones stand in as a valid timestamp)."""
+        values: list[Any] = []
+        for get in self.getters:
+            values.extend(map(get, records))
+        if self.optional_timestamps:
+            values = [v if type(v) is str else _GOOD_TIMESTAMP for v in values]
+        return values
+
+    def dict_timestamp_values(self, records: list[Any]) -> list[str]:
+        """The string timestamps of decoded (dict) ``records``."""
+        return [v for r in records if type(r) is dict
+                for v in map(r.get, self.timestamp_names) if type(v) is str]
+
+    def bad_timestamps(self, records: list[Any]) -> list[int]:
+        """Positions in ``records`` of those with a timestamp :meth:`timestamps_ok` would
+        not accept (sorted, no repeats)."""
+        n = len(records)
+        return sorted({j % n for j in failing_times(self.timestamp_values(records))})
+
+    def valid_times(self, records: list[Any]) -> set[str]:
+        """The timestamp values of decoded (dict) ``records`` that :meth:`timestamps_ok`
+        accepts: known valid, the precise checker need not look at them again."""
+        values = self.dict_timestamp_values(records)
+        bad = {values[j] for j in failing_times(values)}
+        return {v for v in values if v not in bad}
+
+    def duplicate_suspects(self, raws: list[Any], records: list[Any]) -> list[int]:
+        """Positions of the records whose raw JSON (``raws``, aligned with ``records``) may
+        repeat a key: the quote count of :meth:`no_duplicates`, per chunk of records and
+        then per record in the chunks that do not add up."""
+        joined = b"".join(raws)
+        fixed = self.fixed_quotes
+        if b"\\" in joined or fixed is None:
+            return self._duplicate_suspects_each(raws, records)
+        ends = [0, *accumulate(map(len, raws))]
+        contexts = list(map(self.context, records))
+        count = joined.count
+        encode = _ENCODER.encode
+        suspects: list[int] = []
+        n = len(records)
+        for a in range(0, n, _CHUNK):
+            b = min(a + _CHUNK, n)
+            if count(b'"', ends[a], ends[b]) != fixed * (b - a) + encode(
+                    contexts[a:b]).count(b'"'):
+                suspects.extend(j for j in range(a, b) if count(b'"', ends[j], ends[j + 1])
+                                != fixed + encode(contexts[j]).count(b'"'))
+        return suspects
+
+    def _duplicate_suspects_each(self, raws: list[Any], records: list[Any]) -> list[int]:
+        blobs = list(map(bytes, raws))
+        raw_quotes = list(map(bytes.count, blobs, repeat(b'"')))
+        fixed = self.fixed_quotes
+        encoder: Iterable[bytes]
+        if fixed is not None:
+            encoder = map(_ENCODER.encode, map(self.context, records))
+            want = [fixed + q for q in map(bytes.count, encoder, repeat(b'"'))]
+        else:
+            encoder = map(_ENCODER.encode, records)
+            want = list(map(bytes.count, encoder, repeat(b'"')))
+        suspects = set(_true_positions(list(map(ne, raw_quotes, want))))
+        if b"\\" in b"".join(blobs):
+            # A backslash: ``\\u0022`` hides a quote, and escaped quotes in fields are not in
+            # ``fixed_quotes``: such records are counted against their full re-encoding.
+            for j, blob in enumerate(blobs):
+                if b"\\" in blob:
+                    if b"\\u0022" not in blob and raw_quotes[j] == _ENCODER.encode(
+                            records[j]).count(b'"'):
+                        suspects.discard(j)
+                    else:
+                        suspects.add(j)
+        return sorted(suspects)
+
+    def no_duplicates(self, body: bytes, records: list[Any]) -> bool:
+        """No object in ``body`` repeats a key (see the module docstring)."""
+        raw_quotes = body.count(b'"')
+        if b"\\" not in body and self.fixed_quotes is not None:
+            contexts = _ENCODER.encode(list(map(self.context, records)))
+            return raw_quotes == self.fixed_quotes * len(records) + contexts.count(b'"')
+        if b"\\u0022" in body:
+            return False
+        return raw_quotes == _ENCODER.encode(records).count(b'"')
+
+
+def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
+    """The fast path of a normalized definition's ``fields``, or None if it has none."""
+    spec: list[tuple[str, Any, Any]] = [("t", Str, msgspec.NODEFAULT),
+                                        ("c", Context, msgspec.NODEFAULT)]
+    rename = {"t": "timestamp", "c": "context"}
+    timestamp_attrs = ["t"]
+    optional_ts = False
+    fixed: int | None = 2 * 2 + 2  # keys timestamp, context; the timestamp's value
+    for i, (name, decl) in enumerate(fields.items()):
+        typed = _field_type(decl)
+        if typed is None:
+            return None
+        tp, is_ts = typed
+        attr = f"f{i}"
+        rename[attr] = name
+        nullable = "null" in (decl["type"] if isinstance(decl["type"], list) else [])
+        if decl["required"] is not False:
+            spec.append((attr, tp, msgspec.NODEFAULT))
+        else:
+            spec.append((attr, Union[tp, UnsetType], UNSET))  # noqa: UP007
+        if is_ts:
+            timestamp_attrs.append(attr)
+            optional_ts = optional_ts or nullable or decl["required"] is False
+        if fixed is not None:
+            if nullable or decl["required"] is False:
+                fixed = None
+            else:
+                kinds = decl["type"] if isinstance(decl["type"], list) else [decl["type"]]
+                fixed += 2 + (2 if kinds[0] in ("string", "timestamp") else 0)
+    fields_spec = [(a, t) if d is msgspec.NODEFAULT else (a, t, d) for a, t, d in spec]
+    struct = msgspec.defstruct("Record", fields_spec, rename=rename,
+                               forbid_unknown_fields=True, gc=False, kw_only=True)
+    return FastPath(struct, timestamp_attrs, [rename[a] for a in timestamp_attrs], optional_ts,
+                    fixed)

@@ -1,0 +1,339 @@
+"""The queue worker: Redis Streams (consumer group) -> JSON Lines files, exactly once.
+
+For each batch read from a stream the worker (1) stages the output files and fsyncs them,
+(2) records in Redis which final file holds each entry, (3) renames the files into place,
+(4) acknowledges and deletes the entries and their marks in one transaction. An entry
+delivered again (its worker died before step 4) is checked against the marks: marked entries
+are only finished (rename, ack), unmarked ones are written. So a record is never written twice
+and never lost, and acknowledged entries leave Redis at once (memory stays flat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from quota import keys
+from worker import sink
+
+log = logging.getLogger("strictgate.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def default_consumer_name() -> str:
+    """A consumer name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerStats:
+    """Counters a caller (tests, metrics) can read."""
+
+    entries_written: int = 0
+    records_written: int = 0
+    entries_finished_from_marks: int = 0
+    last_lag_s: float = 0.0
+    queue_lengths: dict[str, int] = field(default_factory=dict)
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str:
+    return fields[name.encode()].decode()
+
+
+_RAW_RECORDS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def output_lines(fields: dict[bytes, bytes]) -> list[bytes]:
+    """The JSON lines of one queue entry: each record plus ``__traceId`` and
+    ``__datasetVersion``.
+
+    The queued payload is already the canonical compact JSON of each record (an object that
+    never is empty: ``timestamp`` is required), so the two keys are spliced in before each
+    record's closing brace instead of parsing and re-serializing every record.
+    """
+    suffix = (
+        b',"__traceId":' + orjson.dumps(_text(fields, "trace_id"))
+        + b',"__datasetVersion":' + str(int(_text(fields, "dataset_version"))).encode() + b"}"
+    )
+    lines = []
+    for raw in _RAW_RECORDS.decode(fields[b"records"]):
+        record = bytes(raw).rstrip()
+        if not record.endswith(b"}") or record == b"{}":
+            raise ValueError("queued record is not a non-empty JSON object")
+        lines.append(record[:-1] + suffix)
+    return lines
+
+
+def receipt_day(fields: dict[bytes, bytes]) -> str:
+    """UTC date of receipt ``YYYY-MM-DD`` (from the entry's ``received_at``)."""
+    return _text(fields, "received_at")[:10]
+
+
+class Worker:
+    """Consumes every dataset queue and writes its records to ``output_root``."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        output_root: Path,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 500,
+        reclaim_idle_ms: int = 30_000,
+        poll_interval_s: float = 0.05,
+        discover_interval_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_batch: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.output_root = Path(output_root)
+        self.consumer = consumer or default_consumer_name()
+        self.batch_size = batch_size
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.poll_interval_s = poll_interval_s
+        self.discover_interval_s = discover_interval_s
+        self.clock = clock
+        self.on_batch = on_batch
+        self.stats = WorkerStats()
+        self._streams: set[str] = set()
+        self._grouped: set[str] = set()
+        self._last_discover = -1e9
+        self._last_reclaim = -1e9
+
+    # --- discovery ---------------------------------------------------------------------
+
+    async def discover(self) -> set[str]:
+        """Refresh the set of queue streams (index set, plus a SCAN for any it missed)."""
+        found = {_str(m) for m in await self.redis.smembers(keys.queues_index_key())}
+        async for key in self.redis.scan_iter(
+            match=keys.QUEUE_SCAN_PATTERN, count=1000, _type="stream"
+        ):
+            found.add(_str(key))
+        for stream in found - self._grouped:
+            await self._ensure_group(stream)
+        self._streams = found
+        self._last_discover = time.monotonic()
+        return found
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._grouped.add(stream)
+
+    # --- processing --------------------------------------------------------------------
+
+    def _final_path(self, stream: str, fields: dict[bytes, bytes], first_id: bytes) -> Path:
+        project_id = _text(fields, "project_id")
+        dataset_id = _text(fields, "dataset_id")
+        user_id = _text(fields, "user_id")
+        directory = sink.output_dir(self.output_root, project_id, dataset_id, receipt_day(fields))
+        # Entry ids are unique per stream and a stream is per (user, project, dataset), so
+        # first-id + user names a file uniquely and the same way on every retry.
+        return directory / f"{_str(first_id)}.{user_id}.jsonl"
+
+    async def _write(self, stream: str, entries: Sequence[Entry]) -> None:
+        """Steps 1-4 for entries known not to be written yet."""
+        groups: dict[Path, list[bytes]] = {}
+        marks: dict[bytes, str] = {}
+        by_day: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_day.setdefault(receipt_day(entry[1]), []).append(entry)
+        records = 0
+        for day_entries in by_day.values():
+            final = self._final_path(stream, day_entries[0][1], day_entries[0][0])
+            lines: list[bytes] = []
+            for entry_id, fields in day_entries:
+                entry_lines = output_lines(fields)
+                records += len(entry_lines)
+                lines.extend(entry_lines)
+                marks[entry_id] = str(final)
+            groups[final] = lines
+        await asyncio.to_thread(_stage_all, groups)
+        await self.redis.hset(keys.written_marks_key(stream), mapping=marks)  # type: ignore[arg-type]
+        await asyncio.to_thread(_publish_all, list(groups))
+        await self._finish(stream, list(marks))
+        self.stats.entries_written += len(entries)
+        self.stats.records_written += records
+        oldest = min(_received_at(f) for _, f in entries)
+        self.stats.last_lag_s = max(0.0, (self.clock() - oldest).total_seconds())
+        if self.on_batch is not None:
+            self.on_batch(stream, records, self.stats.last_lag_s)
+
+    async def _finish(self, stream: str, ids: Sequence[bytes]) -> None:
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, keys.QUEUE_GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            pipe.hdel(keys.written_marks_key(stream), *ids)
+            await pipe.execute()
+
+    async def _handle_redelivered(self, stream: str, entries: Sequence[Entry]) -> None:
+        """Entries that may have been written by a worker that died before acking."""
+        if not entries:
+            return
+        ids = [entry_id for entry_id, _ in entries]
+        marked = await self.redis.hmget(keys.written_marks_key(stream), ids)
+        done: list[bytes] = []
+        todo: list[Entry] = []
+        for entry, mark in zip(entries, marked, strict=True):
+            if mark is not None and await asyncio.to_thread(sink.publish, Path(_str(mark))):
+                done.append(entry[0])
+            else:
+                todo.append(entry)
+        await self._finish(stream, done)
+        self.stats.entries_finished_from_marks += len(done)
+        if todo:
+            await self._write(stream, todo)
+
+    async def _read_new(self, stream: str) -> int:
+        reply = await self.redis.xreadgroup(
+            keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=self.batch_size
+        )
+        entries = _entries_of(reply)
+        if entries:
+            await self._write(stream, entries)
+        return len(entries)
+
+    async def _read_own_pending(self, stream: str) -> int:
+        """Entries delivered to this consumer name and never acked (a restart with the same
+        name)."""
+        reply = await self.redis.xreadgroup(
+            keys.QUEUE_GROUP, self.consumer, {stream: "0"}, count=self.batch_size
+        )
+        entries = _entries_of(reply)
+        await self._handle_redelivered(stream, entries)
+        return len(entries)
+
+    async def reclaim(self) -> int:
+        """Take over entries left pending by a dead consumer for ``reclaim_idle_ms``."""
+        total = 0
+        for stream in sorted(self._streams):
+            start = "0-0"
+            while True:
+                reply: Any = await self.redis.xautoclaim(
+                    stream, keys.QUEUE_GROUP, self.consumer,
+                    min_idle_time=self.reclaim_idle_ms, start_id=start, count=self.batch_size,
+                )
+                start = reply[0]
+                entries = [(i, f) for i, f in reply[1] if f is not None]
+                deleted = list(reply[2]) if len(reply) > 2 else []
+                if deleted:
+                    await self._finish(stream, deleted)
+                await self._handle_redelivered(stream, entries)
+                total += len(entries)
+                if start in (b"0-0", "0-0"):
+                    break
+        self._last_reclaim = time.monotonic()
+        return total
+
+    async def run_once(self) -> int:
+        """Discover streams if due, reclaim if due, then read each stream once.
+        Returns how many entries were handled."""
+        now = time.monotonic()
+        if now - self._last_discover >= self.discover_interval_s:
+            first = not self._streams and self._last_discover < 0
+            await self.discover()
+            if first:
+                for stream in sorted(self._streams):
+                    await self._read_own_pending(stream)
+        handled = 0
+        if now - self._last_reclaim >= max(self.reclaim_idle_ms / 2000.0, 0.05):
+            handled += await self.reclaim()
+        for stream in sorted(self._streams):
+            try:
+                handled += await self._read_new(stream)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream was deleted and recreated: make the group again.
+                self._grouped.discard(stream)
+                await self._ensure_group(stream)
+        return handled
+
+    async def drain(self, timeout_s: float = 10.0) -> int:
+        """Run until a pass finds nothing to do (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        self._last_discover = -1e9
+        while time.monotonic() < deadline:
+            handled = await self.run_once()
+            total += handled
+            if handled == 0:
+                return total
+        return total
+
+    async def queue_lengths(self) -> dict[str, int]:
+        """XLEN of every known stream (what is queued or pending)."""
+        lengths: dict[str, int] = {}
+        for stream in sorted(self._streams):
+            lengths[stream] = int(await self.redis.xlen(stream))
+        self.stats.queue_lengths = lengths
+        return lengths
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop`` is set; Redis outages are logged and retried, never fatal."""
+        backoff = self.poll_interval_s
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+                backoff = self.poll_interval_s
+            except (RedisError, OSError) as exc:
+                log.warning("worker: redis error, retrying: %s", type(exc).__name__)
+                handled = 0
+                backoff = min(backoff * 2, 2.0)
+            # A pass that did not fill a batch means the queues are (nearly) empty: wait a
+            # little so the next pass writes and fsyncs many entries at once instead of a
+            # file per request, which under load costs more CPU than the API itself.
+            if handled < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _received_at(fields: dict[bytes, bytes]) -> datetime:
+    return datetime.fromisoformat(_text(fields, "received_at").replace("Z", "+00:00"))
+
+
+def _entries_of(reply: Any) -> list[Entry]:
+    """Entries of an XREADGROUP reply for one stream (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        streams = list(reply.values())
+        items = streams[0][0] if streams and streams[0] else []
+    else:
+        items = reply[0][1]
+    return [(entry_id, fields) for entry_id, fields in items if fields is not None]
+
+
+def _stage_all(groups: dict[Path, list[bytes]]) -> None:
+    for final, lines in groups.items():
+        sink.stage(final, lines)
+
+
+def _publish_all(paths: list[Path]) -> None:
+    for final in paths:
+        sink.publish(final)
