@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from quota.coalesce import CoalescingChannel
+
 Arg = str | bytes | int | float
 AnyRedis = aioredis.Redis | RedisCluster
 
@@ -56,6 +58,8 @@ class OneShotScript:
         self.redis = redis
         self.source = load_source(name)
         self.sha = hashlib.sha1(self.source).hexdigest()
+        # concurrent calls share one connection and one write per event-loop turn
+        self._channel: CoalescingChannel | None = None
 
     async def preload(self) -> None:
         """SCRIPT LOAD on the server (every primary of a cluster), so EVALSHA hits at once."""
@@ -72,15 +76,9 @@ class OneShotScript:
     async def _send(self, keys: Sequence[str], *command: Arg) -> Any:
         if isinstance(self.redis, RedisCluster):
             return await self._send_cluster(keys[0], command)
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            # send_packed_command/read_response disconnect the connection on any error or
-            # cancellation, so a connection with a reply in flight never returns to the pool.
-            await conn.send_packed_command(pack(command))
-            return await conn.read_response()
-        finally:
-            await pool.release(conn)
+        if self._channel is None:
+            self._channel = CoalescingChannel(self.redis)
+        return await self._channel.call(pack(command))
 
     async def _send_cluster(self, key: str, command: Sequence[Arg]) -> Any:
         cluster = self.redis

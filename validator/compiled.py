@@ -16,6 +16,8 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add
 from typing import Any
 
 import msgspec
@@ -100,6 +102,23 @@ def _parse_precise(raw: bytes) -> Any:
         raise E.invalid_json("invalid_json", str(exc)) from None
 
 
+def _parse_precise_all(blobs: list[bytes]) -> list[Any]:
+    """:func:`_parse_precise` of each of ``blobs`` (JSON values), in one call when that
+    raises nothing (else one by one, for the same error)."""
+    if len(blobs) > 1:
+        def refuse(name: str) -> Any:
+            raise ValueError(f"{name} is not JSON")
+        try:
+            values = json.loads((b"[" + b",".join(blobs) + b"]").decode("utf-8"),
+                                object_pairs_hook=pairs_hook, parse_constant=refuse)
+        except (RecursionError, ValueError):
+            pass
+        else:
+            if type(values) is list and len(values) == len(blobs):
+                return values
+    return [_parse_precise(blob) for blob in blobs]
+
+
 def _parse(raw: bytes) -> Any:
     """:func:`_parse_precise`'s value, from msgspec when that is sure to be the same: no
     backslash (so no escapes, lone surrogates or hidden quotes), shallow, and as many
@@ -115,6 +134,24 @@ def _parse(raw: bytes) -> Any:
         if same:
             return value
     return _parse_precise(raw)
+
+
+def _parse_all(blobs: list[bytes]) -> list[Any]:
+    """:func:`_parse` of each of ``blobs`` (JSON values), in one msgspec call when the same
+    conditions hold for all of them: per record, re-encoding never adds quotes, so equal
+    totals mean equal counts record by record."""
+    if len(blobs) > 1:
+        joined = b"[" + b",".join(blobs) + b"]"
+        if b"\\" not in joined and max(map(add, map(bytes.count, blobs, repeat(b"[")),
+                                             map(bytes.count, blobs, repeat(b"{")))) <= _SHALLOW:
+            try:
+                values: list[Any] = _ANY.decode(joined)
+                same = joined.count(b'"') == _ENCODER.encode(values).count(b'"')
+            except (*_DECODE_ERRORS, msgspec.EncodeError, TypeError, OverflowError):
+                same = False
+            if same and len(values) == len(blobs):
+                return values
+    return [_parse(blob) for blob in blobs]
 
 
 def _body_error(body: bytes, exc: BaseException) -> BodyError:
@@ -212,12 +249,15 @@ class CompiledDataset:
                             f"{n} records")
         failures = self._failing_records(raws)
         result = BatchResult(n, payload=_compact(body))
+        make = RecordError._make
+        errors = result.errors
         for index in sorted(failures):
             errs = failures[index]
-            result.failed_records += 1
             result.error_count += len(errs)
-            room = MAX_BATCH_ERRORS - len(result.errors)
-            result.errors.extend(RecordError(index, *e) for e in errs[:max(room, 0)])
+            room = MAX_BATCH_ERRORS - len(errors)
+            if room > 0:
+                errors.extend(map(make, map((index,).__add__, errs[:room])))
+        result.failed_records = len(failures)
         return result
 
     def _failing_records(self, raws: list[msgspec.Raw]) -> dict[int, list[FieldError]]:
@@ -231,7 +271,7 @@ class CompiledDataset:
             valid_times: Collection[str] = ()
         else:
             good, doubtful = decode_each(fast.one.decode, raws)
-            parsed = [_parse(bytes(raws[i])) for i in doubtful]
+            parsed = _parse_all([bytes(raws[i]) for i in doubtful])
             if good:
                 valid_times = self._recheck_good(raws, good, doubtful, parsed)
             else:
@@ -264,16 +304,18 @@ class CompiledDataset:
         values = fast.timestamp_values(good)
         others = fast.dict_timestamp_values(parsed)
         every = values + others
-        failing = failing_times(every)
+        failing = failing_times(every, n)
         bad = {every[j] for j in failing}
         flagged = {j % n for j in failing if j < len(values)}
         suspects = set(fast.duplicate_suspects(good_raws, good))
         known = {v for v in others if v not in bad}
+        # Likely a repeated key: straight to Python's parser.
+        repeated = iter(_parse_precise_all([bytes(raws[good_at[j]]) for j in sorted(suspects)]))
         for j in sorted(flagged | suspects):
             i = good_at[j]
             doubtful.append(i)
-            if j in suspects:  # likely a repeated key: straight to Python's parser
-                parsed.append(_parse_precise(bytes(raws[i])))
+            if j in suspects:
+                parsed.append(next(repeated))
             else:
                 # Typed and no key repeated: the typed record is the parsed one (but for
                 # the order of its keys, which only matters for extra or repeated keys).
