@@ -24,6 +24,9 @@ async def authenticate(request: Request, ctx: AppContext) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise MISSING_KEY
+    principal = ctx.keys.cached(token)
+    if principal is not None:
+        return principal
     try:
         # asyncio.timeout, not wait_for: no extra task per request on the hot path
         async with asyncio.timeout(ctx.settings.redis_deadline_s):

@@ -33,6 +33,11 @@ def _body_error(exc: BodyError) -> ApiError:
 
 
 async def _resolve(ctx: AppContext, project_id: str, dataset_id: str) -> ResolvedDataset:
+    hit, cached = ctx.registry.cached(project_id, dataset_id)
+    if hit:
+        if cached is None:
+            raise DATASET_NOT_FOUND
+        return cached
     try:
         async with asyncio.timeout(ctx.settings.redis_deadline_s):
             resolved = await ctx.registry.resolve(project_id, dataset_id)
@@ -67,7 +72,8 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
     metrics = request.app.state.metrics
     if not result.ok:
         for err in result.errors:
-            metrics.records_rejected.labels(principal.project_id, dataset_id, err.code).inc()
+            metrics.child(metrics.records_rejected, principal.project_id, dataset_id,
+                          err.code).inc()
         raise answers.invalid_records(result, batch)
     now = ctx.clock()
     entry: dict[str, bytes | str] = {
@@ -93,7 +99,8 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
     request.state.records = result.count
     headers = {"X-Request-Id": trace_id}
     if isinstance(outcome, Admitted):
-        metrics.records_accepted.labels(principal.project_id, dataset_id).inc(result.count)
+        metrics.child(metrics.records_accepted, principal.project_id, dataset_id).inc(
+            result.count)
         headers.update(answers.quota_headers(outcome.limit, outcome.remaining, outcome.resets_at))
         return answers.accepted(batch, result.count, headers)
     if isinstance(outcome, Duplicate):
@@ -101,7 +108,7 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
         headers["Idempotent-Replayed"] = "true"
         return answers.accepted(batch, outcome.count, headers)
     if isinstance(outcome, QuotaExceeded):
-        metrics.quota_rejections.labels(principal.project_id, dataset_id).inc()
+        metrics.child(metrics.quota_rejections, principal.project_id, dataset_id).inc()
         raise answers.quota_exceeded(
             outcome.limit, outcome.used, outcome.requested, outcome.remaining, outcome.period,
             outcome.resets_at, now,

@@ -161,6 +161,16 @@ class KeyService:
 
     # --- hot path -------------------------------------------------------------------------
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified recently, when no Redis call is due; else None
+        (then call :meth:`verify`, which also gives the precise error)."""
+        if not self._poll.fresh():
+            return None
+        cached = self._cache.get(token)
+        if cached is None or (cached.exp is not None and self._clock().timestamp() >= cached.exp):
+            return None
+        return cached.principal
+
     async def verify(self, token: str) -> Principal:
         """The principal of a valid, live token; :class:`AuthError` otherwise."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:

@@ -51,6 +51,10 @@ class GenerationPoll:
         """Incremented before each revalidation: a cache fill that started in an older epoch
         may hold pre-change data and must not be stored."""
 
+    def fresh(self) -> bool:
+        """Whether the cache may be used without a re-check now (no Redis call needed)."""
+        return self._busy or self._monotonic() - self._checked_at < self._interval_s
+
     async def maybe_refresh(self, revalidate: Callable[[], Awaitable[None]]) -> None:
         """Read the counter if the interval has passed; run ``revalidate`` if it moved.
 

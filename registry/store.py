@@ -289,6 +289,18 @@ class Registry:
 
     # --- hot path -------------------------------------------------------------------------
 
+    def cached(self, project_id: str, dataset_id: str) -> tuple[bool, ResolvedDataset | None]:
+        """``(True, answer of resolve)`` when the cache can answer with no Redis call, else
+        ``(False, None)``. The hot path asks this first: no coroutine, no deadline."""
+        if not self._poll.fresh():
+            return False, None
+        key = (project_id, dataset_id)
+        entry = self._cache.get(key)
+        if entry is None:
+            return False, None
+        self._cache.move_to_end(key)
+        return True, entry.resolved
+
     async def resolve(self, project_id: str, dataset_id: str) -> ResolvedDataset | None:
         """The compiled validator of a dataset's latest version, from the cache when fresh."""
         await self._poll.maybe_refresh(self._revalidate)

@@ -44,7 +44,7 @@ class AccessLog:
             app = scope.get("app")
             metrics = getattr(getattr(app, "state", None), "metrics", None)
             if metrics is not None:
-                metrics.requests.labels(route_name, str(status)).inc()
+                metrics.child(metrics.requests, route_name, str(status)).inc()
             if log.isEnabledFor(logging.INFO):
                 log.info(orjson.dumps({
                     "method": scope["method"],

@@ -13,6 +13,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.requests = Counter(
             "strictgate_requests", "HTTP requests by route and status",
             ["route", "status"], registry=self.registry,
@@ -47,6 +48,16 @@ class Metrics:
             "strictgate_records_written", "Records written to output files by the worker",
             registry=self.registry,
         )
+
+    def child(self, metric: Counter, *labels: str) -> Counter:
+        """``metric.labels(*labels)``, memoised: ``labels()`` takes a lock and builds keys on
+        every call, which shows on the per-request path. Bounded like the label values
+        themselves (routes, statuses, datasets of this instance)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -85,6 +85,10 @@ def receipt_day(fields: dict[bytes, bytes]) -> str:
     return _text(fields, "received_at")[:10]
 
 
+# An entry of at least this many records is followed by a turn of the event loop.
+YIELD_EVERY_RECORDS = 200
+
+
 class Worker:
     """Consumes every dataset queue and writes its records to ``output_root``."""
 
@@ -94,7 +98,7 @@ class Worker:
         output_root: Path,
         *,
         consumer: str | None = None,
-        batch_size: int = 500,
+        batch_size: int = 100,
         reclaim_idle_ms: int = 30_000,
         poll_interval_s: float = 0.05,
         discover_interval_s: float = 1.0,
@@ -166,6 +170,10 @@ class Worker:
                 records += len(entry_lines)
                 lines.extend(entry_lines)
                 marks[entry_id] = str(final)
+                if len(entry_lines) >= YIELD_EVERY_RECORDS:
+                    # the worker shares the event loop with the API in `make run`: let
+                    # requests through between big entries (p99 of batch ingest)
+                    await asyncio.sleep(0)
             groups[final] = lines
         await asyncio.to_thread(_stage_all, groups)
         await self.redis.hset(keys.written_marks_key(stream), mapping=marks)  # type: ignore[arg-type]
