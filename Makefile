@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(VENV)/bin/strictgate serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/mypy $(PKGS)
 
 test: $(STAMP) lint

@@ -13,10 +13,10 @@ from strictgate.settings import Settings
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-    from registry.apikeys import KeyService
-    from registry.store import Registry
 
     from quota.admission import QuotaService
+    from registry.apikeys import KeyService
+    from registry.store import Registry
 
 
 def utc_now() -> datetime:
