@@ -177,3 +177,23 @@ def test_errors_capped_error_count_complete() -> None:
     assert result.error_count == 100 * 20
     assert len(result.errors) == MAX_BATCH_ERRORS
     assert result.errors[0] == RecordError(0, "extra_field", "x0", "Extra field: x0")
+
+
+def test_a_failing_batch_leaves_no_cyclic_garbage() -> None:
+    """The failing path must not keep exceptions (traceback -> frame -> exception cycles):
+    the service would pay for them in GC pauses on every bad batch."""
+    import gc
+
+    good = {"timestamp": "2026-06-10T10:58:00Z", "context": {}, "country": "RO", "plan": "pro",
+            "amount": 1, "active": True, "signup_at": "2026-06-01T08:00:00Z"}
+    bad_calendar = {**good, "signup_at": "2026-02-30T08:00:00Z"}
+    body = batch(*([good] * 20 + [bad_calendar, {**good, "amount": "x"}]) * 5)
+    SEED.validate_batch(body)  # warm caches
+    gc.collect()
+    gc.disable()
+    try:
+        result = SEED.validate_batch(body)
+        assert not result.ok
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -139,14 +139,14 @@ def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
         AwareDateTimes.decode(encoded)
         return []
     except msgspec.ValidationError as exc:
-        error: msgspec.ValidationError = exc
+        error = str(exc)
     buf = bytearray(encoded)
     bad: list[int] = []
     base = 0
     pos = 0  # of the '[' before element ``base``
     with memoryview(buf) as view:
         while True:
-            m = _AT_INDEX.search(str(error))
+            m = _AT_INDEX.search(error)
             k = base + int(m.group(1)) if m else -1
             if not base <= k < len(values):
                 # Unexpected message: check the rest one value at a time.
@@ -163,7 +163,7 @@ def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
                 AwareDateTimes.decode(view[pos:])
                 break
             except msgspec.ValidationError as exc:
-                error = exc
+                error = str(exc)
     return bad
 
 
