@@ -115,6 +115,8 @@ def _admin(summary: str, ok: str, ok_schema: Schema, *errors: int, body: Schema 
         op["responses"]["201"] = {"description": "Created", **_json(ok_schema)}
     if body is not None:
         op["requestBody"] = {"required": True, **_json(body)}
+        # every admin body is read under a size cap
+        op["responses"].update(_errors(413))
     return op
 
 
