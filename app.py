@@ -167,12 +167,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 embedded.stop()
 
     routes = [
+        # the data plane first: the router tries routes in order on every request
+        *ingest_handlers.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        *ingest_handlers.routes(),
         *admin_datasets.routes(),
         *admin_keys.routes(),
         *admin_quota.routes(),

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ingest import answers
 from ingest.auth import authenticate
@@ -118,24 +118,31 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
     raise unavailable(max(1, round(outcome.retry_after_s)))
 
 
-def _endpoint(batch: bool, with_path: bool) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        path_dataset = request.path_params["dataset_id"] if with_path else None
-        return await ingest(request, batch=batch, path_dataset=path_dataset)
+class _IngestEndpoint:
+    """A plain ASGI endpoint: Starlette passes it the scope directly, skipping the per-request
+    wrappers a function endpoint gets (errors still reach the app's exception handlers)."""
 
-    endpoint.__doc__ = f"Ingest {'a batch' if batch else 'one record'}."
-    return endpoint
+    def __init__(self, batch: bool, with_path: bool) -> None:
+        self.batch = batch
+        self.with_path = with_path
+        self.__doc__ = f"Ingest {'a batch' if batch else 'one record'}."
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        path_dataset = scope["path_params"]["dataset_id"] if self.with_path else None
+        response = await ingest(request, batch=self.batch, path_dataset=path_dataset)
+        await response(scope, receive, send)
 
 
 def routes() -> list[Route]:
     """The four ingest routes of seed 004 (legacy ones first: ``/datasets/batch`` must not be
     read as dataset ``batch``)."""
     return [
-        Route("/datasets", _endpoint(False, False), methods=["POST"], name="ingest_legacy"),
-        Route("/datasets/batch", _endpoint(True, False), methods=["POST"],
+        Route("/datasets", _IngestEndpoint(False, False), methods=["POST"], name="ingest_legacy"),
+        Route("/datasets/batch", _IngestEndpoint(True, False), methods=["POST"],
               name="ingest_legacy_batch"),
-        Route("/datasets/{dataset_id}", _endpoint(False, True), methods=["POST"],
+        Route("/datasets/{dataset_id}", _IngestEndpoint(False, True), methods=["POST"],
               name="ingest_record"),
-        Route("/datasets/{dataset_id}/batch", _endpoint(True, True), methods=["POST"],
+        Route("/datasets/{dataset_id}/batch", _IngestEndpoint(True, True), methods=["POST"],
               name="ingest_batch"),
     ]
