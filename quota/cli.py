@@ -7,8 +7,6 @@ They talk to ``REDIS_URL``, or to the embedded server of a running ``make run`` 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -17,39 +15,15 @@ import redis.asyncio as aioredis
 from quota.admission import MAX_LIMIT, QuotaService, QuotaUnavailableError
 from quota.flush import FlushBusyError, flush_usage
 from quota.keys import InvalidIdError, check_id
-from strictgate.cli_redis import NoRedisError, cli_redis_url
+from strictgate.cli_redis import fail, run_with_redis
 from strictgate.context import utc_now
-from strictgate.settings import Settings, load_settings
+from strictgate.settings import Settings
 
 LEDGER_NAME = "usage-ledger.jsonl"
 
 
-def _fail(message: str) -> int:
-    print(f"strictgate: {message}", file=sys.stderr)
-    return 1
-
-
 def _run(body: Callable[[Settings, aioredis.Redis], Awaitable[int]]) -> int:
-    settings = load_settings()
-    try:
-        url = cli_redis_url(settings)
-    except NoRedisError as exc:
-        return _fail(str(exc))
-
-    async def main() -> int:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=settings.redis_deadline_s * 5,
-            socket_connect_timeout=settings.redis_deadline_s * 5,
-        )
-        try:
-            return await body(settings, client)
-        finally:
-            await client.aclose()
-
-    try:
-        return asyncio.run(main())
-    except (QuotaUnavailableError, OSError, FlushBusyError) as exc:
-        return _fail(f"{type(exc).__name__}: {exc}")
+    return run_with_redis(body, (QuotaUnavailableError, FlushBusyError))
 
 
 def _service(settings: Settings, client: aioredis.Redis) -> QuotaService:
@@ -75,7 +49,7 @@ def _cmd_flush(args: argparse.Namespace) -> int:
 def _cmd_quota_set(args: argparse.Namespace) -> int:
     limit: int = args.limit
     if not -1 <= limit <= MAX_LIMIT:
-        return _fail(f"limit must be an integer from -1 (unlimited) to {MAX_LIMIT}")
+        return fail(f"limit must be an integer from -1 (unlimited) to {MAX_LIMIT}")
 
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         await _service(settings, client).set_limit(args.user_id, limit)

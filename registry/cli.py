@@ -8,7 +8,6 @@ Output is one JSON document on stdout; errors go to stderr with exit status 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,18 +20,13 @@ from redis.exceptions import RedisError
 from quota.keys import InvalidIdError, check_id
 from registry.apikeys import KeyService
 from registry.store import Registry, RegistryConflictError
-from strictgate.cli_redis import NoRedisError, cli_redis_url
+from strictgate.cli_redis import fail, run_with_redis
 from strictgate.context import utc_now
 from strictgate.secrets import load_or_create_secret
-from strictgate.settings import Settings, load_settings
+from strictgate.settings import Settings
 from validator import DefinitionError
 
 JWT_SECRET_FILE = "jwt-secret"  # the name app.resolve_jwt_secret uses in the data dir
-
-
-def _fail(message: str) -> int:
-    print(f"strictgate: {message}", file=sys.stderr)
-    return 1
 
 
 def _print(document: Any) -> None:
@@ -52,26 +46,7 @@ def jwt_secret(settings: Settings) -> str:
 
 
 def _run(body: Callable[[Settings, aioredis.Redis], Awaitable[int]]) -> int:
-    settings = load_settings()
-    try:
-        url = cli_redis_url(settings)
-    except NoRedisError as exc:
-        return _fail(str(exc))
-
-    async def main() -> int:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=settings.redis_deadline_s * 5,
-            socket_connect_timeout=settings.redis_deadline_s * 5,
-        )
-        try:
-            return await body(settings, client)
-        finally:
-            await client.aclose()
-
-    try:
-        return asyncio.run(main())
-    except (RedisError, OSError, RegistryConflictError) as exc:
-        return _fail(f"{type(exc).__name__}: {exc}")
+    return run_with_redis(body, (RedisError, RegistryConflictError))
 
 
 def _registry(client: aioredis.Redis) -> Registry:
@@ -87,11 +62,11 @@ def _cmd_datasets_put(args: argparse.Namespace) -> int:
     try:
         definition = orjson.loads(path.read_bytes())
     except OSError as exc:
-        return _fail(f"cannot read {path}: {exc.strerror}")
+        return fail(f"cannot read {path}: {exc.strerror}")
     except orjson.JSONDecodeError as exc:
-        return _fail(f"{path} is not valid JSON: {exc}")
+        return fail(f"{path} is not valid JSON: {exc}")
     if not isinstance(definition, dict):
-        return _fail(f"{path} must hold a JSON object")
+        return fail(f"{path} must hold a JSON object")
 
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         try:
@@ -101,7 +76,7 @@ def _cmd_datasets_put(args: argparse.Namespace) -> int:
         except DefinitionError as exc:
             for pointer, message in exc.problems:
                 print(f"strictgate: {pointer or '/'}: {message}", file=sys.stderr)
-            return _fail("Invalid dataset definition")
+            return fail("Invalid dataset definition")
         _print(result.to_json())
         return 0
 
@@ -118,7 +93,7 @@ def _cmd_datasets_get(args: argparse.Namespace) -> int:
             version = await registry.get_version(args.project_id, args.dataset_id, args.version)
             found = None if version is None else version.to_json()
         if found is None:
-            return _fail("Dataset not found" if args.version is None else
+            return fail("Dataset not found" if args.version is None else
                          "Dataset version not found")
         _print(found)
         return 0
@@ -139,7 +114,7 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
 def _cmd_datasets_delete(args: argparse.Namespace) -> int:
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         if not await _registry(client).delete(args.project_id, args.dataset_id):
-            return _fail("Dataset not found")
+            return fail("Dataset not found")
         _print({"project_id": args.project_id, "dataset_id": args.dataset_id, "deleted": True})
         return 0
 
@@ -168,7 +143,7 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         if not await _keys(settings, client).revoke(args.project_id, args.key_id):
-            return _fail("API key not found")
+            return fail("API key not found")
         _print({"project_id": args.project_id, "key_id": args.key_id, "revoked": True})
         return 0
 
