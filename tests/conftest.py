@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from strictgate.embedded import EmbeddedServer
+from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,16 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "var"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
+    """The app on the test Redis (worker not in-process: tests drain)."""
+    yield from start_service(data_dir, redis_url)
+
+
+@pytest.fixture
+def key(svc: Service) -> str:
+    """A key of user u1 in project p1, where the seed's dataset 13 is registered."""
+    svc.put_dataset("p1", "13", SEED_DEFINITION)
+    return svc.create_key("p1", "u1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,6 @@ from tests.ingest_fixtures import (
 
 DS = "/admin/projects/p1/datasets/13"
 V2 = {"fields": {**SEED_DEFINITION["fields"], "amount": "integer"}}
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
 
 
 # --- auth and ids -------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import base64
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from tests.ingest_fixtures import (
     SEED_DEFINITION,
     SEED_SINGLE,
     Service,
-    start_service,
 )
 from tests.test_hostile_bodies import LiveServer
 
@@ -39,11 +37,6 @@ from tests.test_hostile_bodies import LiveServer
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 OTHER_SECRET = "another-deployments-secret-" + "fedcba9876543210" * 3
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
 
 
 @pytest.fixture

@@ -32,27 +32,14 @@ from tests.ingest_fixtures import (
     ADMIN,
     JWT_SECRET,
     SEED_BATCH,
-    SEED_DEFINITION,
     SEED_SINGLE,
     Service,
-    start_service,
 )
 
 CAP = 10_000_000  # the default STRICTGATE_MAX_BODY_BYTES
 BOMB_SIZE = 200 * 1024 * 1024
 # A refused body's answer is an error, never an echo of the body.
 SMALL_ANSWER = 64 * 1024
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
-
-
-@pytest.fixture
-def key(svc: Service) -> str:
-    svc.put_dataset("p1", "13", SEED_DEFINITION)
-    return svc.create_key("p1", "u1")
 
 
 def _usage(sync_redis: redis.Redis, user: str = "u1") -> bytes | None:

@@ -13,25 +13,17 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
+from tests.ingest_fixtures import SEED_DEFINITION, Service
 from validator import DefinitionError, compile_dataset
 
 DS = "/admin/projects/p1/datasets/hostile"
 METADATA = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
 
 
 class Tripwire:

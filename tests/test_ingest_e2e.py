@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ from tests.ingest_fixtures import (
 PAYLOAD_RULES_DEFINITION = {
     "fields": {"country": "string", "amount": "number", "active": "boolean"}
 }
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
-
-
-@pytest.fixture
-def key(svc: Service) -> str:
-    svc.put_dataset("p1", "13", SEED_DEFINITION)
-    return svc.create_key("p1", "u1")
 
 
 def _strip_meta(line: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,17 +27,6 @@ from tests.ingest_fixtures import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def svc(data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> Iterator[Service]:
-    yield from start_service(data_dir, redis_url)
-
-
-@pytest.fixture
-def key(svc: Service) -> str:
-    svc.put_dataset("p1", "13", SEED_DEFINITION)
-    return svc.create_key("p1", "u1")
 
 
 def test_one_access_line_per_request_without_key_or_body(
