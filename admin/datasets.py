@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,7 +15,7 @@ from quota.keys import ID_PATTERN
 from registry.store import RegistryConflictError
 from strictgate.context import context_of
 from strictgate.errors import ApiError, clip, json_response
-from strictgate.unavailable import unavailable
+from strictgate.unavailable import or_unavailable
 from validator import DefinitionError
 
 MAX_DEFINITION_BYTES = 1_000_000
@@ -90,15 +89,13 @@ async def put_dataset(request: Request) -> Response:
     dry_run = _dry_run(request)
     definition = await read_json_object(request, MAX_DEFINITION_BYTES)
     try:
-        result = await context_of(request).registry.put(
+        result = await or_unavailable(context_of(request).registry.put(
             project_id, dataset_id, definition, dry_run=dry_run
-        )
+        ))
     except DefinitionError as exc:
         raise _definition_error(exc) from None
     except RegistryConflictError:
         raise ApiError(409, "Concurrent updates of this dataset; retry", "conflict") from None
-    except (RedisError, OSError):
-        raise unavailable() from None
     status = 201 if result.created and result.changed and not dry_run else 200
     return json_response(result.to_json(), status)
 
@@ -108,10 +105,7 @@ async def get_dataset(request: Request) -> Response:
     require_admin(request)
     project_id = project_id_of(request)
     dataset_id = _dataset_id(request)
-    try:
-        info = await context_of(request).registry.get(project_id, dataset_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    info = await or_unavailable(context_of(request).registry.get(project_id, dataset_id))
     if info is None:
         raise dataset_not_found()
     return json_response(info.to_json())
@@ -125,12 +119,11 @@ async def get_version(request: Request) -> Response:
     raw = request.path_params["n"]
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_VERSION:
         raise ApiError(400, "Version must be a positive integer", "invalid_version", field="n")
-    try:
-        version = await context_of(request).registry.get_version(
+    version = await or_unavailable(
+        context_of(request).registry.get_version(
             project_id, dataset_id, int(raw)
         )
-    except (RedisError, OSError):
-        raise unavailable() from None
+    )
     if version is None:
         raise ApiError(404, "Dataset version not found", "version_not_found", field="n")
     return json_response(version.to_json())
@@ -140,10 +133,7 @@ async def list_datasets(request: Request) -> Response:
     """Every dataset of a project with its latest version."""
     require_admin(request)
     project_id = project_id_of(request)
-    try:
-        infos = await context_of(request).registry.list(project_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    infos = await or_unavailable(context_of(request).registry.list(project_id))
     return json_response({
         "project_id": project_id,
         "datasets": [info.to_json(with_definition=False) for info in infos],
@@ -155,10 +145,7 @@ async def delete_dataset(request: Request) -> Response:
     require_admin(request)
     project_id = project_id_of(request)
     dataset_id = _dataset_id(request)
-    try:
-        removed = await context_of(request).registry.delete(project_id, dataset_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    removed = await or_unavailable(context_of(request).registry.delete(project_id, dataset_id))
     if not removed:
         raise dataset_not_found()
     return json_response({"project_id": project_id, "dataset_id": dataset_id, "deleted": True})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,7 +11,7 @@ from admin.datasets import path_id, project_id_of, read_json_object
 from quota.keys import ID_PATTERN
 from strictgate.context import context_of
 from strictgate.errors import ApiError, json_response
-from strictgate.unavailable import unavailable
+from strictgate.unavailable import or_unavailable
 
 MAX_BODY_BYTES = 4096
 
@@ -28,10 +27,7 @@ async def create_key(request: Request) -> Response:
                        "invalid_body", field="user_id")
     if not isinstance(user_id, str) or not ID_PATTERN.match(user_id):
         raise ApiError(400, "Invalid user ID", "invalid_user_id", field="user_id")
-    try:
-        created = await context_of(request).keys.create(project_id, user_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    created = await or_unavailable(context_of(request).keys.create(project_id, user_id))
     return json_response(
         {"key_id": created.key_id, "api_key": created.api_key, "project_id": project_id,
          "user_id": user_id},
@@ -43,10 +39,7 @@ async def list_keys(request: Request) -> Response:
     """The live keys of a project, without secrets."""
     require_admin(request)
     project_id = project_id_of(request)
-    try:
-        infos = await context_of(request).keys.list(project_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    infos = await or_unavailable(context_of(request).keys.list(project_id))
     return json_response({"project_id": project_id, "keys": [i.to_json() for i in infos]})
 
 
@@ -55,10 +48,7 @@ async def revoke_key(request: Request) -> Response:
     require_admin(request)
     project_id = project_id_of(request)
     key_id = path_id(request, "key_id", "Invalid key ID", "invalid_key_id")
-    try:
-        revoked = await context_of(request).keys.revoke(project_id, key_id)
-    except (RedisError, OSError):
-        raise unavailable() from None
+    revoked = await or_unavailable(context_of(request).keys.revoke(project_id, key_id))
     if not revoked:
         raise ApiError(404, "API key not found", "key_not_found", field="key_id")
     return json_response({"project_id": project_id, "key_id": key_id, "revoked": True})

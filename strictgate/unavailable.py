@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
 from strictgate.errors import ApiError
+
+T = TypeVar("T")
 
 RETRY_AFTER_S = 1
 
@@ -17,3 +24,11 @@ def unavailable(retry_after_s: int = RETRY_AFTER_S) -> ApiError:
         "unavailable",
         headers={"Retry-After": str(max(1, retry_after_s))},
     )
+
+
+async def or_unavailable(call: Awaitable[T]) -> T:
+    """Await a Redis-backed call; a Redis or socket error becomes the 503 of :func:`unavailable`."""
+    try:
+        return await call
+    except (RedisError, OSError):
+        raise unavailable() from None
