@@ -197,3 +197,44 @@ def test_a_failing_batch_leaves_no_cyclic_garbage() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _raws(body: bytes) -> list[msgspec.Raw]:
+    return msgspec.json.decode(body, type=list[msgspec.Raw])
+
+
+def test_flat_contexts_take_the_flat_decoder_and_nested_ones_stay_exact() -> None:
+    """The precise path decodes with the flat-context record type when the batch's first
+    decodable record has a flat context; a nested context then fails that decoder and is
+    judged by the precise checker: valid stays valid, a repeated key inside it is found."""
+    fast = SEED._fast
+    assert fast is not None
+    nested = {**REC, "context": {"source": "x", "attempt": 3, "tags": ["a", "b"]}}
+    records = [REC, {**REC, "amount": "1"}, nested, REC, REC, REC, REC, REC]
+    body = batch(*records)
+    # the repeated keys: one in a flat context, one in a nested context, one at top level
+    body = body.replace(b'"attempt":3', b'"attempt":3,"attempt":4', 1)
+    flat_dup = orjson.dumps(REC).replace(b'"source":', b'"k":"1","k":"2","source":')
+    top_dup = orjson.dumps(REC).replace(b'"plan":', b'"plan":"x","plan":')
+    body = body[:-1] + b"," + flat_dup + b"," + top_dup + b"]"
+    good, bad, flat = fast.decode_records(_raws(body))
+    assert flat and bad == [1, 2] and len(good) == 8
+    result = SEED.validate_batch(body)
+    assert [e[:3] for e in result.errors] == [
+        (1, "invalid_number", "amount"), (2, "duplicate_field", "context.attempt"),
+        (8, "duplicate_field", "context.k"), (9, "duplicate_field", "plan")]
+    # without the repeated key the nested record is valid
+    assert [e.index for e in SEED.validate_batch(batch(*records)).errors] == [1]
+
+
+def test_mostly_nested_contexts_use_the_general_decoder() -> None:
+    fast = SEED._fast
+    assert fast is not None
+    nested = {**REC, "context": {"n": 1}}
+    body = batch(REC, *[nested] * 5, {**REC, "active": "yes"})
+    good, bad, flat = fast.decode_records(_raws(body))
+    assert not flat and bad == [6] and len(good) == 6
+    result = SEED.validate_batch(body)
+    assert [e[:3] for e in result.errors] == [(6, "invalid_boolean", "active")]
+    # a first record with a nested context picks the general decoder at once
+    assert not fast.decode_records(_raws(batch(nested, REC)))[2]

@@ -27,7 +27,7 @@ from validator import errors as E
 from validator.checker import MAX_ERRORS_PER_RECORD, compile_record, pairs_hook
 from validator.definition import normalize, record_schema
 from validator.errors import BodyError, FieldError, RecordError
-from validator.fast import FastPath, build, decode_each, failing_times
+from validator.fast import FastPath, build, failing_times
 
 # At most this many record errors are kept in a BatchResult (error_count has them all).
 MAX_BATCH_ERRORS = 1000
@@ -270,10 +270,10 @@ class CompiledDataset:
             parsed = [_parse(bytes(raw)) for raw in raws]
             valid_times: Collection[str] = ()
         else:
-            good, doubtful = decode_each(fast.one.decode, raws)
+            good, doubtful, flat = fast.decode_records(raws)
             parsed = _parse_all([bytes(raws[i]) for i in doubtful])
             if good:
-                valid_times = self._recheck_good(raws, good, doubtful, parsed)
+                valid_times = self._recheck_good(raws, good, doubtful, parsed, flat)
             else:
                 valid_times = fast.valid_times(parsed)
         check = self._check
@@ -285,10 +285,11 @@ class CompiledDataset:
         return failures
 
     def _recheck_good(self, raws: list[msgspec.Raw], good: list[Any], doubtful: list[int],
-                      parsed: list[Any]) -> set[str]:
+                      parsed: list[Any], flat: bool) -> set[str]:
         """The bulk checks on the ``good`` records (those of ``raws`` not in ``doubtful``,
-        which ``parsed`` holds decoded): the records they fail join ``doubtful`` and
-        ``parsed``. Returns the timestamps of all those records known valid."""
+        which ``parsed`` holds decoded; ``flat``: decoded with flat contexts): the records
+        they fail join ``doubtful`` and ``parsed``. Returns the timestamps of all those
+        records known valid."""
         fast = self._fast
         assert fast is not None
         # Positions of the good records among all, and their raw spans.
@@ -307,7 +308,8 @@ class CompiledDataset:
         failing = failing_times(every, n)
         bad = {every[j] for j in failing}
         flagged = {j % n for j in failing if j < len(values)}
-        suspects = set(fast.duplicate_suspects(good_raws, good))
+        suspects = set((fast.flat_duplicate_suspects if flat else fast.duplicate_suspects)(
+            good_raws, good))
         known = {v for v in others if v not in bad}
         # Likely a repeated key: straight to Python's parser.
         repeated = iter(_parse_precise_all([bytes(raws[good_at[j]]) for j in sorted(suspects)]))

@@ -1,0 +1,37 @@
+"""Counting ``"`` bytes, the measure behind the duplicate-key checks of :mod:`validator.fast`.
+
+``bytes.count`` of one byte runs at about 2.3 GB/s here (85 us for a 200 KB body); a numpy
+comparison and count runs at memory speed (12 us), and ``np.add.reduceat`` gives the counts
+of many consecutive spans in one call. Short inputs stay with ``bytes.count``, whose call
+costs less than numpy's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+_QUOTE = np.uint8(ord('"'))
+# Below this many bytes, bytes.count is faster than the numpy round trip.
+_NUMPY_FROM = 4096
+
+
+def count_quotes(data: bytes) -> int:
+    """How many ``"`` bytes ``data`` holds."""
+    if len(data) < _NUMPY_FROM:
+        return data.count(b'"')
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == _QUOTE))
+
+
+def span_quotes(data: bytes, starts: Sequence[int] | npt.NDArray[np.int64]) -> list[int]:
+    """The ``"`` count of each span of ``data`` from ``starts[k]`` to ``starts[k + 1]``
+    (the last span runs to the end). ``starts`` ascends, starts at 0 and holds no empty
+    span."""
+    if not len(starts):
+        return []
+    marks = np.frombuffer(data, np.uint8) == _QUOTE
+    counts: list[int] = np.add.reduceat(marks, np.asarray(starts, np.intp),
+                                        dtype=np.int32).tolist()
+    return counts
