@@ -15,11 +15,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from admin import datasets as admin_datasets
 from admin import keys as admin_keys
 from admin import quota as admin_quota
 from ingest import handlers as ingest_handlers
+from ingest.front import ingest_lane, serve_ingest
 from quota.admission import QuotaService
 from registry.apikeys import KeyService
 from registry.store import Registry
@@ -102,11 +104,24 @@ def resolve_jwt_secret(settings: Settings) -> str:
     return _secret(settings.jwt_secret, settings, "jwt-secret")
 
 
+class StrictgateApp(Starlette):
+    """The Starlette app, except that ingest requests take the short way in
+    (:mod:`ingest.front`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection or lifespan."""
+        lane = ingest_lane(scope)
+        if lane is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await serve_ingest(self, scope, receive, send, *lane)
+
+
 # gen-0 collections every this many net allocations (CPython's default: 700)
 GC_GEN0_THRESHOLD = 20_000
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> StrictgateApp:
     """Build the ASGI app. Redis (embedded when no ``REDIS_URL``) starts in the lifespan."""
     settings = settings or load_settings()
 
@@ -178,7 +193,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *admin_keys.routes(),
         *admin_quota.routes(),
     ]
-    app = Starlette(
+    app = StrictgateApp(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(AccessLog)],

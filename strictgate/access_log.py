@@ -38,20 +38,25 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            state: dict[str, Any] = scope.get("state", {})
             route = scope.get("route")
-            route_name = getattr(route, "path", None) or "unmatched"
-            app = scope.get("app")
-            metrics = getattr(getattr(app, "state", None), "metrics", None)
-            if metrics is not None:
-                metrics.child(metrics.requests, route_name, str(status)).inc()
-            if log.isEnabledFor(logging.INFO):
-                log.info(orjson.dumps({
-                    "method": scope["method"],
-                    # the path is client input: bounded before it is logged
-                    "path": scope["path"][:256],
-                    "status": status,
-                    "records": state.get("records", 0),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "request_id": state.get("request_id"),
-                }).decode())
+            record_request(scope, getattr(route, "path", None) or "unmatched", status, started)
+
+
+def record_request(scope: Scope, route_name: str, status: int, started: float) -> None:
+    """Count a finished request by route and status and write its access line
+    (``started``: its ``time.perf_counter()`` at arrival)."""
+    state: dict[str, Any] = scope.get("state", {})
+    app = scope.get("app")
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if metrics is not None:
+        metrics.child(metrics.requests, route_name, str(status)).inc()
+    if log.isEnabledFor(logging.INFO):
+        log.info(orjson.dumps({
+            "method": scope["method"],
+            # the path is client input: bounded before it is logged
+            "path": scope["path"][:256],
+            "status": status,
+            "records": state.get("records", 0),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": state.get("request_id"),
+        }).decode())
