@@ -131,8 +131,8 @@ async def test_two_workers_share_a_stream_without_duplicates(
     aredis: aioredis.Redis, tmp_path: Path
 ) -> None:
     await _enqueue(aredis, *[_entry(1, f"t{i}") for i in range(200)])
-    w1 = Worker(aredis, tmp_path, consumer="a", batch_size=7)
-    w2 = Worker(aredis, tmp_path, consumer="b", batch_size=7)
+    w1 = Worker(aredis, tmp_path, consumer="a", batch_size=7, max_batch_entries=7)
+    w2 = Worker(aredis, tmp_path, consumer="b", batch_size=7, max_batch_entries=7)
     import asyncio
 
     await asyncio.gather(w1.drain(), w2.drain())
@@ -148,3 +148,23 @@ async def test_stream_found_by_scan_even_if_missing_from_index(
     await aredis.xadd(stream, _entry(1, "orphan"))  # type: ignore[arg-type]
     await Worker(aredis, tmp_path).drain()
     assert [ln["__traceId"] for ln in _output_lines(tmp_path)] == ["orphan"]
+
+
+async def test_reads_grow_for_small_entries_and_stay_bounded_in_records(
+    aredis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """After a first read of ``batch_size`` entries, a stream of one-record entries is read
+    ``max_batch_entries`` at a time, a stream of 10-record entries ``batch_records / 10``
+    at a time."""
+    small = await _enqueue(aredis, *[_entry(1, f"s{i}") for i in range(120)])
+    worker = Worker(aredis, tmp_path, batch_size=5, max_batch_entries=50, batch_records=100)
+    await worker.discover()
+    assert [await worker.run_once() for _ in range(4)] == [5, 50, 50, 15]
+    big = keys.queue_key("u2", "p1", "13")
+    for i in range(30):
+        await aredis.xadd(big, _entry(10, f"b{i}", user="u2"))  # type: ignore[arg-type]
+    await aredis.sadd(keys.queues_index_key(), big)
+    worker.discover_interval_s = 0
+    assert [await worker.run_once() for _ in range(4)] == [5, 10, 10, 5]
+    assert await aredis.xlen(small) == 0 and await aredis.xlen(big) == 0
+    assert len(_output_lines(tmp_path)) == 120 + 300

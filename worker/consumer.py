@@ -80,6 +80,11 @@ def output_lines(fields: dict[bytes, bytes]) -> list[bytes]:
     return lines
 
 
+def receipt_stamp(fields: dict[bytes, bytes]) -> bytes:
+    """The entry's ``received_at`` as queued (fixed-width ISO 8601, so it sorts by time)."""
+    return fields[b"received_at"]
+
+
 def receipt_day(fields: dict[bytes, bytes]) -> str:
     """UTC date of receipt ``YYYY-MM-DD`` (from the entry's ``received_at``)."""
     return _text(fields, "received_at")[:10]
@@ -99,6 +104,8 @@ class Worker:
         *,
         consumer: str | None = None,
         batch_size: int = 100,
+        max_batch_entries: int = 1000,
+        batch_records: int = 100_000,
         reclaim_idle_ms: int = 30_000,
         poll_interval_s: float = 0.05,
         discover_interval_s: float = 1.0,
@@ -108,7 +115,16 @@ class Worker:
         self.redis = redis
         self.output_root = Path(output_root)
         self.consumer = consumer or default_consumer_name()
+        # Entries per read: ``batch_size`` at first, then as many as hold about
+        # ``batch_records`` records given the stream's last entries (at most
+        # ``max_batch_entries``): a file, two fsyncs and three Redis calls per batch cost
+        # about as much as writing a hundred one-record entries, so small entries are
+        # read many at a time, while big ones keep a batch's memory bounded.
         self.batch_size = batch_size
+        self.max_batch_entries = max(batch_size, max_batch_entries)
+        self.batch_records = batch_records
+        self._read_counts: dict[str, int] = {}
+        self._filled = False
         self.reclaim_idle_ms = reclaim_idle_ms
         self.poll_interval_s = poll_interval_s
         self.discover_interval_s = discover_interval_s
@@ -154,8 +170,8 @@ class Worker:
         # first-id + user names a file uniquely and the same way on every retry.
         return directory / f"{_str(first_id)}.{user_id}.jsonl"
 
-    async def _write(self, stream: str, entries: Sequence[Entry]) -> None:
-        """Steps 1-4 for entries known not to be written yet."""
+    async def _write(self, stream: str, entries: Sequence[Entry]) -> int:
+        """Steps 1-4 for entries known not to be written yet; returns the records written."""
         groups: dict[Path, list[bytes]] = {}
         marks: dict[bytes, str] = {}
         by_day: dict[str, list[Entry]] = {}
@@ -181,10 +197,12 @@ class Worker:
         await self._finish(stream, list(marks))
         self.stats.entries_written += len(entries)
         self.stats.records_written += records
-        oldest = min(_received_at(f) for _, f in entries)
+        # received_at is one fixed-width ISO format: the smallest string is the oldest
+        oldest = _received_at(min((f for _, f in entries), key=receipt_stamp))
         self.stats.last_lag_s = max(0.0, (self.clock() - oldest).total_seconds())
         if self.on_batch is not None:
             self.on_batch(stream, records, self.stats.last_lag_s)
+        return records
 
     async def _finish(self, stream: str, ids: Sequence[bytes]) -> None:
         if not ids:
@@ -214,12 +232,17 @@ class Worker:
             await self._write(stream, todo)
 
     async def _read_new(self, stream: str) -> int:
+        count = self._read_counts.get(stream, self.batch_size)
         reply = await self.redis.xreadgroup(
-            keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=self.batch_size
+            keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=count
         )
         entries = _entries_of(reply)
         if entries:
-            await self._write(stream, entries)
+            records = await self._write(stream, entries)
+            per_entry = max(1, records // len(entries))
+            self._read_counts[stream] = max(self.batch_size, min(
+                self.max_batch_entries, self.batch_records // per_entry))
+            self._filled = self._filled or len(entries) >= count
         return len(entries)
 
     async def _read_own_pending(self, stream: str) -> int:
@@ -302,17 +325,17 @@ class Worker:
         """Loop until ``stop`` is set; Redis outages are logged and retried, never fatal."""
         backoff = self.poll_interval_s
         while not stop.is_set():
+            self._filled = False
             try:
-                handled = await self.run_once()
+                await self.run_once()
                 backoff = self.poll_interval_s
             except (RedisError, OSError) as exc:
                 log.warning("worker: redis error, retrying: %s", type(exc).__name__)
-                handled = 0
                 backoff = min(backoff * 2, 2.0)
-            # A pass that did not fill a batch means the queues are (nearly) empty: wait a
-            # little so the next pass writes and fsyncs many entries at once instead of a
+            # A pass where no read came back full means the queues are (nearly) empty: wait
+            # a little so the next pass writes and fsyncs many entries at once instead of a
             # file per request, which under load costs more CPU than the API itself.
-            if handled < self.batch_size:
+            if not self._filled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
 
