@@ -238,3 +238,92 @@ def test_mostly_nested_contexts_use_the_general_decoder() -> None:
     assert [e[:3] for e in result.errors] == [(6, "invalid_boolean", "active")]
     # a first record with a nested context picks the general decoder at once
     assert not fast.decode_records(_raws(batch(nested, REC)))[2]
+
+
+def _stamps(n: int) -> list[str]:
+    return [f"2026-06-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{i % 59:02d}Z"
+            for i in range(n)]
+
+
+def test_odd_shapes_are_located_by_position_even_with_commas_inside() -> None:
+    """The shape check of a field whose values are not all of one shape names exactly the
+    values of a bad shape: a comma inside an odd value does not shift the positions after
+    it, and an odd value of a valid shape is not reported."""
+    from validator.fast import _odd_shapes, _shape_failures
+
+    values = _stamps(40)
+    odd = {3: "a,b", 4: "2026-06-10T10:00:00+0200", 17: ",,,", 18: "2026-06-10T10:00:00.5Z",
+           39: "x"}
+    for j, v in odd.items():
+        values[j] = v
+    assert _shape_failures(values) == [3, 4, 17, 39]
+    translated = orjson.dumps(values).translate(bytes.maketrans(b"0123456789", b"9" * 10))
+    located = _odd_shapes(translated, len(values))
+    assert located is not None and located[0] == sorted(odd)
+
+
+def test_uniform_run_calendar_is_checked_in_numpy_exactly() -> None:
+    """A large run of one shape with calendar failures: the numpy check finds every bad
+    value (and only those, but for a leap second, which it leaves to the precise path)."""
+    from validator.fast import failing_times
+    from validator.formats import is_date_time
+    from validator.stamps import MIN_VALUES, calendar_failures
+
+    for base, bad in [
+        (_stamps(200), ["2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-04-31T00:00:00Z",
+                        "2026-00-10T10:00:00Z", "2026-06-00T10:00:00Z", "2026-06-10T24:00:00Z",
+                        "2026-06-10T10:60:00Z", "2026-06-10T10:00:61Z", "2023-02-29T10:00:00Z",
+                        "1900-02-29T10:00:00Z", "2026-06-10T10:00:60Z"]),
+        ([f"2026-05-{1 + i % 28:02d}T08:00:00.{i % 1000:03d}+02:00" for i in range(100)],
+         ["2026-05-01T08:00:00.000+24:00", "2026-05-01T08:00:00.000+02:60",
+          "2026-05-01T23:59:60.000-00:01"]),
+    ]:
+        values = list(base)
+        values[7:7] = bad
+        values += ["2000-02-29T10:00:00Z" if values[0].endswith("Z") else
+                   "2000-02-29T10:00:00.000+02:00"]
+        want = [j for j, v in enumerate(values) if not is_date_time(v) or v[17:19] == "60"]
+        assert len(values) >= MIN_VALUES
+        encoded = orjson.dumps(values)
+        shape = values[0].encode().translate(bytes.maketrans(b"0123456789", b"9" * 10))
+        assert calendar_failures(encoded, len(values), shape) == want
+        assert failing_times(values) == want
+        assert failing_times(values + _stamps(70), [len(values)]) == want
+
+
+def test_duplicate_suspects_are_positions_among_the_good_records() -> None:
+    """The quote counts of the flat-context path run over every raw record; the suspects
+    are named by position among the decoded (good) records."""
+    import numpy as np
+
+    fast = SEED._fast
+    assert fast is not None
+    dup = orjson.dumps(REC).replace(b'"plan":', b'"plan":"x","plan":')
+    records = [orjson.dumps(r) for r in [REC, {**REC, "amount": "1"}, REC, REC]]
+    body = b"[" + b",".join([*records[:3], dup, records[3], dup]) + b"]"
+    raws = _raws(body)
+    good, bad, flat = fast.decode_records(raws)
+    assert flat and bad == [1]
+    good_at = np.array([0, 2, 3, 4, 5])
+    assert fast.flat_duplicate_suspects(raws, good_at, good) == [2, 4]
+    assert [e[:3] for e in SEED.validate_batch(body).errors] == [
+        (1, "invalid_number", "amount"), (3, "duplicate_field", "plan"),
+        (5, "duplicate_field", "plan")]
+
+
+def test_record_errors_past_twenty_are_cut_in_order() -> None:
+    """Type-only fields are checked inline without counting errors: the first 20 are still
+    the ones in definition order, and the batch counts 20 for the record."""
+    v = compile_dataset({"fields": {f"f{i:02d}": "string" for i in range(30)}})
+    rec = {"timestamp": "2026-06-10T10:00:00Z", "context": {},
+           **{f"f{i:02d}": i for i in range(30)}}
+    errors = v.validate(rec)
+    assert [e.field for e in errors] == [f"f{i:02d}" for i in range(20)]
+    result = v.validate_batch(batch(rec, {**rec, "f00": "ok"}))
+    assert result.error_count == 40 and result.failed_records == 2
+    assert [e.field for e in result.errors if e.index == 1][-1] == "f20"
+
+
+def test_non_ascii_body_is_checked_as_utf8() -> None:
+    assert SEED.validate_batch(batch({**REC, "context": {"city": "Brașov"}})).ok
+    assert body_error(b'[{"a":"\xc3"}]').code == "invalid_utf8"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from validator import errors as E
 from validator.definition import INT64_MAX, INT64_MIN
@@ -379,6 +379,43 @@ def _simple(decl: dict[str, Any]) -> tuple[frozenset[type], str, str, bool] | No
             word[0] == "timestamp")
 
 
+def _error(code: str, message: str, path: str) -> FieldError:
+    """The error :func:`_err` appends for ``path``."""
+    shown = clip(path)
+    return FieldError(code, shown, f"{message}: {shown}")
+
+
+class _Step(NamedTuple):
+    """How ``check_record`` checks one declared field. A field declared by its type alone
+    is checked inline (``types``: its accepted types), else by ``check``; the errors of a
+    field's name do not depend on the record, so they are made once, here."""
+
+    name: str
+    check: Check
+    missing: FieldError | None  # None: the field is optional
+    types: frozenset[type] | None
+    wrong_type: FieldError | None
+    bad_timestamp: FieldError | None  # None: not a timestamp
+    too_long: FieldError
+    not_finite: FieldError | None
+    too_large: FieldError | None
+
+
+def _step(name: str, check: Check, required: bool, decl: dict[str, Any]) -> _Step:
+    """The :class:`_Step` of the declared field ``name`` (``check``: its compiled check)."""
+    simple = _simple(decl)
+    missing = _error(E.MISSING_FIELD, "Missing field", name) if required else None
+    too_long = _error(E.STRING_TOO_LONG, "Field too long", name)
+    if simple is None:
+        return _Step(name, check, missing, None, None, None, too_long, None, None)
+    types, code, message, is_timestamp = simple
+    return _Step(name, check, missing, types, _error(code, message, name),
+                 _error(E.INVALID_TIMESTAMP, "Invalid timestamp field", name)
+                 if is_timestamp else None, too_long,
+                 _error(E.NUMBER_NOT_FINITE, message, name),
+                 _error(E.INTEGER_TOO_LARGE, message, name))
+
+
 class RecordCheck(Protocol):
     """A compiled record check: every error of ``record``, at most 20, in order."""
 
@@ -390,17 +427,17 @@ def compile_record(fields: dict[str, dict[str, Any]]) -> RecordCheck:
     """The precise check of a whole record for a normalized definition's ``fields``."""
     checks = {name: compile_field(decl, 2) for name, decl in fields.items()}
     required = {name for name, decl in fields.items() if decl["required"] is not False}
-    known = {*checks, "timestamp", "context"}
-    plan = [(name, c, name in required, _simple(decl))
+    known = frozenset({*checks, "timestamp", "context"})
+    plan = [_step(name, c, name in required, decl)
             for (name, c), decl in zip(checks.items(), fields.values(), strict=True)]
     absent = object()
 
     def check_record(record: Any, valid_times: Collection[str] = ()) -> list[FieldError]:
         """``valid_times``: date-time strings known to be valid (see :class:`Errors`)."""
-        out = Errors()
-        out.valid_times = valid_times
         if not isinstance(record, dict):
             return [FieldError(E.INVALID_RECORD, "", "Payload must be an object")]
+        out = Errors()
+        out.valid_times = valid_times
         if type(record) is DupDict:
             for key in record.duplicates:
                 _err(out, E.DUPLICATE_FIELD, "Duplicate field", key)
@@ -419,32 +456,36 @@ def compile_record(fields: dict[str, dict[str, Any]]) -> RecordCheck:
                 if type(item) is not str or len(item) > MAX_STRING or len(key) > MAX_STRING:
                     walk_free(ctx, "context", 2, out)
                     break
-        for key in record:
-            if key not in known:
-                _err(out, E.EXTRA_FIELD, "Extra field", key)
-        for name, c, req, simple in plan:
-            if len(out) >= MAX_ERRORS_PER_RECORD:
-                break
+        if not known.issuperset(record):
+            for key in record:
+                if key not in known:
+                    _err(out, E.EXTRA_FIELD, "Extra field", key)
+        # Errors past the 20th are cut at the end: the inline checks do not count them
+        # (errors are only ever appended, so the first 20 are the same).
+        for (name, c, missing, types, wrong_type, bad_timestamp, too_long, not_finite,
+             too_large) in plan:
             v = record.get(name, absent)
             if v is absent:
-                if req:
-                    _err(out, E.MISSING_FIELD, "Missing field", name)
-            elif simple is None:
-                c(v, name, out)
+                if missing is not None:
+                    out.append(missing)
+            elif types is None:
+                if len(out) < MAX_ERRORS_PER_RECORD:
+                    c(v, name, out)
             else:
                 # compile_field's check of a type-only field, inlined.
-                types, code, message, is_timestamp = simple
                 t = type(v)
                 if t not in types:
-                    _err(out, code, message, name)
+                    out.append(wrong_type)  # type: ignore[arg-type]
                 elif t is str:
                     if len(v) > MAX_STRING:
-                        _err(out, E.STRING_TOO_LONG, "Field too long", name)
-                    elif is_timestamp and v not in valid_times and not is_date_time(v):
-                        _err(out, E.INVALID_TIMESTAMP, "Invalid timestamp field", name)
-                elif t is int or t is float:
-                    problem = _number_problem(v)
-                    if problem:
-                        _err(out, problem, message, name)
+                        out.append(too_long)
+                    elif bad_timestamp is not None and v not in valid_times and \
+                            not is_date_time(v):
+                        out.append(bad_timestamp)
+                elif t is float:
+                    if not math.isfinite(v):
+                        out.append(not_finite)  # type: ignore[arg-type]
+                elif t is int and not INT64_MIN <= v <= INT64_MAX:
+                    out.append(too_large)  # type: ignore[arg-type]
         return out[:MAX_ERRORS_PER_RECORD]
     return check_record

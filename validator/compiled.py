@@ -17,10 +17,10 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import add
 from typing import Any
 
 import msgspec
+import numpy as np
 from msgspec import to_builtins
 
 from validator import errors as E
@@ -142,8 +142,9 @@ def _parse_all(blobs: list[bytes]) -> list[Any]:
     totals mean equal counts record by record."""
     if len(blobs) > 1:
         joined = b"[" + b",".join(blobs) + b"]"
-        if b"\\" not in joined and max(map(add, map(bytes.count, blobs, repeat(b"[")),
-                                             map(bytes.count, blobs, repeat(b"{")))) <= _SHALLOW:
+        # Each record's '[' and '{' are at most the most '[' of one plus the most '{'.
+        if b"\\" not in joined and max(map(bytes.count, blobs, repeat(b"["))) + max(
+                map(bytes.count, blobs, repeat(b"{"))) <= _SHALLOW:
             try:
                 values: list[Any] = _ANY.decode(joined)
                 same = joined.count(b'"') == _ENCODER.encode(values).count(b'"')
@@ -226,7 +227,8 @@ class CompiledDataset:
 
     def _precise_batch(self, body: bytes, max_records: int) -> BatchResult:
         try:
-            body.decode("utf-8")
+            # ASCII is UTF-8: a scan, no 200 KB string to build and free.
+            body.isascii() or body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise E.invalid_json("invalid_utf8", str(exc)) from None
         try:
@@ -251,12 +253,18 @@ class CompiledDataset:
         result = BatchResult(n, payload=_compact(body))
         make = RecordError._make
         errors = result.errors
+        count = 0
         for index in sorted(failures):
             errs = failures[index]
-            result.error_count += len(errs)
-            room = MAX_BATCH_ERRORS - len(errors)
-            if room > 0:
-                errors.extend(map(make, map((index,).__add__, errs[:room])))
+            count += len(errs)
+            if len(errors) < MAX_BATCH_ERRORS:
+                if len(errs) == 1:  # the usual case, without a map per record
+                    errors.append(make((index, *errs[0])))
+                else:
+                    errors.extend(map(make, map((index,).__add__, errs)))
+        # The records' errors were added whole: cut at the cap.
+        del errors[MAX_BATCH_ERRORS:]
+        result.error_count = count
         result.failed_records = len(failures)
         return result
 
@@ -292,30 +300,29 @@ class CompiledDataset:
         records known valid."""
         fast = self._fast
         assert fast is not None
-        # Positions of the good records among all, and their raw spans.
-        good_at: list[int] = []
-        good_raws: list[msgspec.Raw] = []
-        start = 0
-        for i in [*doubtful, len(raws)]:
-            good_at.extend(range(start, i))
-            good_raws.extend(raws[start:i])
-            start = i + 1
-        # One timestamp check for the good records' values and the parsed records' ones.
+        # Positions of the good records among all.
+        is_good = np.ones(len(raws), np.bool_)
+        is_good[doubtful] = False
+        good_at = np.flatnonzero(is_good)
+        # One timestamp check for the good records' values and the parsed records' ones,
+        # field by field (values of one field mostly share one shape).
         n = len(good)
         values = fast.timestamp_values(good)
-        others = fast.dict_timestamp_values(parsed)
+        other_fields = fast.dict_timestamp_fields(parsed)
+        others = [v for field in other_fields for v in field]
         every = values + others
-        failing = failing_times(every, n)
+        failing = failing_times(every, [n] * (len(values) // n) + list(map(len, other_fields)))
         bad = {every[j] for j in failing}
         flagged = {j % n for j in failing if j < len(values)}
-        suspects = set((fast.flat_duplicate_suspects if flat else fast.duplicate_suspects)(
-            good_raws, good))
+        if flat:
+            suspects = set(fast.flat_duplicate_suspects(raws, good_at, good))
+        else:
+            suspects = set(fast.duplicate_suspects([raws[i] for i in good_at.tolist()], good))
         known = {v for v in others if v not in bad}
         # Likely a repeated key: straight to Python's parser.
         repeated = iter(_parse_precise_all([bytes(raws[good_at[j]]) for j in sorted(suspects)]))
         for j in sorted(flagged | suspects):
-            i = good_at[j]
-            doubtful.append(i)
+            doubtful.append(int(good_at[j]))
             if j in suspects:
                 parsed.append(next(repeated))
             else:

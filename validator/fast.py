@@ -6,35 +6,45 @@ length and numeric bounds, patterns) gets a Struct type; the whole body is decod
 
 * timestamps are decoded as ``str`` (msgspec's own datetime parser accepts ``+0200`` and a
   space separator): their digit shapes are checked once per distinct shape, then msgspec
-  decodes them all as aware datetimes in one call, which checks the calendar;
+  decodes them all as aware datetimes in one call, which checks the calendar. On the
+  precise path (``failing_times``) the few values of another shape than the usual one are
+  located with a replace and a split (``_odd_shapes``), and a run of one shape in which
+  msgspec finds a bad date is checked whole in numpy (:mod:`validator.stamps`) instead of
+  resuming msgspec after every bad value;
 * duplicate keys (msgspec keeps the last one silently) are found by counting ``"``: with no
   backslash in the body every string adds exactly two quotes, so the body has as many quotes
   as the decoded records re-encoded only if no key was repeated.
 
 Any doubt sends the body to the precise path, which is always right; the fast path only has
 to never accept what the precise path rejects. On that path the same checks run per record
-position (``bad_timestamps``, ``duplicate_suspects``) so that only the records they fail
-are checked one by one.
+position (``failing_times``, ``duplicate_suspects``; with flat contexts the quote counts of
+every record and the expected ones are compared in numpy) so that only the records they
+fail are checked one by one.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import accumulate, repeat
 from operator import attrgetter, ne
 from typing import Annotated, Any, NewType, Union
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from msgspec import UNSET, Meta, UnsetType
 
 from validator.checker import MAX_STRING
 from validator.definition import INT64_MAX, INT64_MIN
 from validator.ecma_regex import translate as ecma_translate
 from validator.formats import is_date_time
-from validator.quotes import span_quotes
+from validator.quotes import part_quotes
+from validator.stamps import MIN_VALUES, calendar_failures
+from validator.stamps import SHAPE_RE as _SHAPE_RE
+from validator.stamps import SHAPE_TABLE as _SHAPE_TABLE
 
 Str = Annotated[str, Meta(max_length=MAX_STRING)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
@@ -64,8 +74,6 @@ Context: Any = dict[Str, _json_type(CONTEXT_FAST_DEPTH)]  # type: ignore[misc]
 FlatContext: Any = dict[Str, Str]
 AwareDateTimes = msgspec.json.Decoder(list[Annotated[datetime, Meta(tz=True)]])
 _ENCODER = msgspec.json.Encoder()
-_SHAPE_TABLE = bytes.maketrans(b"0123456789", b"9999999999")
-_SHAPE_RE = re.compile(rb"9999-99-99[Tt]99:99:99(?:\.9+)?(?:[Zz]|[+-]99:99)\Z")
 # The element a msgspec ValidationError names, in a list we encoded ourselves.
 _AT_INDEX = re.compile(r" - at `\$\[([0-9]+)\]`\Z")
 # Records per quote count in FastPath.duplicate_suspects.
@@ -132,11 +140,15 @@ def _positions(items: list[bytes], wanted: set[bytes]) -> list[int]:
     return sorted(out)
 
 
-def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
+def _calendar_failures(values: list[str], encoded: bytes,
+                       uniform: Sequence[tuple[int, int, bytes, bytes]] = ()) -> list[int]:
     """Positions of ``values`` (``encoded``: their JSON array, each value plain ASCII with
     nothing escaped) that msgspec does not decode as an aware datetime. One bulk decode;
     after a failure at element k the decode resumes at k + 1 on the same buffer (the comma
-    before it becomes ``[``)."""
+    before it becomes ``[``). ``uniform``: runs of values of one timestamp shape (start,
+    end, their JSON array, the shape): a failure in one has the whole run checked in numpy
+    (:func:`validator.stamps.calendar_failures`, no cost per bad value) and the decode
+    resume after it."""
     try:
         AwareDateTimes.decode(encoded)
         return []
@@ -154,10 +166,17 @@ def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
                 # Unexpected message: check the rest one value at a time.
                 return bad + [base + j for j, v in enumerate(values[base:])
                               if not is_date_time(v)]
-            bad.append(k)
+            run = next((r for r in uniform if r[0] <= k < r[1]), None)
+            if run is None:
+                bad.append(k)
+                end = k + 1
+            else:
+                start, end, run_encoded, shape = run
+                bad.extend(start + j for j in calendar_failures(run_encoded, end - start,
+                                                                shape) if start + j >= k)
             # Element j takes len + 2 bytes and a comma.
-            pos += sum(map(len, values[base:k + 1])) + 3 * (k + 1 - base)
-            base = k + 1
+            pos += sum(map(len, values[base:end])) + 3 * (end - base)
+            base = end
             if base >= len(values):
                 break
             buf[pos] = 0x5B  # '['
@@ -169,46 +188,98 @@ def _calendar_failures(values: list[str], encoded: bytes) -> list[int]:
     return bad
 
 
-def _uniform_shape(translated: bytes, n: int) -> bool:
-    """Whether ``translated`` (the JSON array of ``n`` strings, digits made ``9``) holds
-    ``n`` times one timestamp shape: one comparison instead of a split and a set."""
+def _uniform_shape(translated: bytes, n: int) -> bytes | None:
+    """The timestamp shape ``translated`` (the JSON array of ``n`` strings, digits made
+    ``9``) holds ``n`` times, if it does (one comparison instead of a split and a set)."""
     end = translated.find(b'"', 2)
     shape = translated[2:end]
-    return end > 2 and _SHAPE_RE.match(shape) is not None and translated == (
-        b'["' + (shape + b'","') * (n - 1) + shape + b'"]')
+    if end > 2 and _SHAPE_RE.match(shape) is not None and translated == (
+            b'["' + (shape + b'","') * (n - 1) + shape + b'"]'):
+        return shape
+    return None
 
 
-def _shape_failures(values: list[str]) -> tuple[bytes, list[int]]:
-    """``values`` as a JSON array and the sorted positions of those whose shape is not a
-    timestamp's."""
-    encoded = _ENCODER.encode(values)
-    translated = encoded.translate(_SHAPE_TABLE)
-    if _uniform_shape(translated, len(values)):
-        return encoded, []
+def _odd_shapes(translated: bytes, n: int) -> tuple[list[int], list[bytes]] | None:
+    """The positions and shapes of the values whose shape is not the first value's, in
+    ``translated`` (the JSON array of ``n`` strings, digits made ``9``, no backslash), or
+    None when that cannot be told this way.
+
+    Without a backslash every ``"`` is a value's delimiter, so removing each ``"<shape>"``
+    removes whole values only and leaves the separating commas and the odd values: split on
+    ``"``, the pieces alternate commas and odd values, and an odd value's position is the
+    number of commas before it outside odd values (a comma inside one is not counted). A
+    few C calls however many values share the usual shape, instead of a split and a set.
+    """
+    end = translated.find(b'"', 2)
+    if end <= 2:
+        return None
+    shape = translated[1:end + 1]
+    pieces = translated[1:-1].replace(shape, b"").split(b'"')
+    at = 0
+    positions: list[int] = []
+    for commas in pieces[:-1:2]:
+        at += len(commas)
+        positions.append(at)
+    # What the argument above guarantees, checked (cheap, and a wrong position would let
+    # a bad value through).
+    if len(pieces) % 2 == 0 or at + len(pieces[-1]) != n - 1 or b"".join(
+            pieces[::2]).strip(b","):  # pragma: no cover
+        return None
+    return positions, pieces[1::2]
+
+
+def _shape_failures(values: list[str]) -> list[int]:
+    """Sorted positions of the ``values`` whose shape is not a timestamp's."""
+    translated = _ENCODER.encode(values).translate(_SHAPE_TABLE)
+    if _uniform_shape(translated, len(values)) is not None:
+        return []
+    return _odd_failures(translated, values)
+
+
+def _odd_failures(translated: bytes, values: list[str]) -> list[int]:
+    """:func:`_shape_failures` of ``values`` whose shapes are not all one timestamp shape
+    (``translated``: their JSON array, digits made ``9``)."""
+    end = translated.find(b'"', 2)
+    if b"\\" not in translated and _SHAPE_RE.match(translated[2:end]):
+        odd = _odd_shapes(translated, len(values))
+        if odd is not None and len(odd[0]) * 4 <= len(values):
+            return [j for j, s in zip(*odd, strict=True) if not _SHAPE_RE.match(s)]
     shapes = translated[2:-2].split(b'","')
     if len(shapes) != len(values):  # pragma: no cover - a value cannot hold '","' unescaped
-        return encoded, [j for j, v in enumerate(values) if not is_date_time(v)]
+        return [j for j, v in enumerate(values) if not is_date_time(v)]
     bad_shapes = {s for s in set(shapes) if not _SHAPE_RE.match(s)}
-    return encoded, _positions(shapes, bad_shapes) if bad_shapes else []
+    return _positions(shapes, bad_shapes) if bad_shapes else []
 
 
-def failing_times(values: list[str], group: int = 0) -> list[int]:
-    """Positions of the ``values`` that :meth:`FastPath.timestamps_ok` would not accept.
-    ``group``: the shapes are compared ``group`` values at a time (values of one field are
-    alike: most groups then take one comparison)."""
+def failing_times(values: list[str], groups: Sequence[int] = ()) -> list[int]:
+    """Sorted positions of the ``values`` that may not be valid date-times: every value
+    not listed passes :func:`validator.formats.is_date_time`, and every value
+    :meth:`FastPath.timestamps_ok` would not accept is listed. ``groups``: the sizes of
+    consecutive runs of values of one field (the rest of the values are one run): the
+    values of one field are alike, their shapes are compared run by run (a run of one
+    shape takes one comparison), then one msgspec decode checks the calendar."""
     if not values:
         return []
-    group = group or len(values)
     dropped: list[int] = []
     parts: list[bytes] = []
-    for lo in range(0, len(values), group):
-        part, bad = _shape_failures(values[lo:lo + group])
+    uniform: list[tuple[int, int, bytes, bytes]] = []
+    lo = 0
+    for size in [*groups, len(values) - sum(groups)]:
+        if size <= 0:
+            continue
+        part = _ENCODER.encode(values[lo:lo + size])
+        translated = part.translate(_SHAPE_TABLE)
+        shape = _uniform_shape(translated, size)
+        if shape is None:
+            dropped.extend(lo + j for j in _odd_failures(translated, values[lo:lo + size]))
+        elif size >= MIN_VALUES:
+            uniform.append((lo, lo + size, part, shape))
         parts.append(part)
-        dropped.extend(lo + j for j in bad)
+        lo += size
     encoded = parts[0] if len(parts) == 1 else b"[" + b",".join(
         [p[1:-1] for p in parts]) + b"]"
     if not dropped:  # then every value is plain ASCII
-        return _calendar_failures(values, encoded)
+        return _calendar_failures(values, encoded, uniform)
     # The values of a bad shape are bad whatever msgspec makes of them.
     if b"\\" in encoded or not encoded.isascii():
         # Something escaped or not ASCII (so of a bad shape): stand-ins keep the offsets.
@@ -216,7 +287,7 @@ def failing_times(values: list[str], group: int = 0) -> list[int]:
         for d in dropped:
             values[d] = _GOOD_TIMESTAMP
         encoded = _ENCODER.encode(values)
-    return sorted({*dropped, *_calendar_failures(values, encoded)})
+    return sorted({*dropped, *_calendar_failures(values, encoded, uniform)})
 
 
 def _representable(x: Any) -> bool:
@@ -339,7 +410,7 @@ class FastPath:
                 continue
             encoded = _ENCODER.encode(values)
             translated = encoded.translate(_SHAPE_TABLE)
-            if not _uniform_shape(translated, len(values)):
+            if _uniform_shape(translated, len(values)) is None:
                 # One shape per distinct digit pattern: '9999-99-99T99:99:99Z' and the like.
                 shapes = set(translated[2:-2].split(b'","'))
                 if not all(_SHAPE_RE.match(s) for s in shapes):
@@ -362,8 +433,14 @@ class FastPath:
 
     def dict_timestamp_values(self, records: list[Any]) -> list[str]:
         """The string timestamps of decoded (dict) ``records``."""
-        return [v for r in records if type(r) is dict
-                for v in map(r.get, self.timestamp_names) if type(v) is str]
+        return [v for field in self.dict_timestamp_fields(records) for v in field]
+
+    def dict_timestamp_fields(self, records: list[Any]) -> list[list[str]]:
+        """The string timestamps of decoded (dict) ``records``, one list per timestamp
+        field (values of one field share a shape: see :func:`failing_times`)."""
+        dicts = [r for r in records if type(r) is dict]
+        return [[v for r in dicts if type(v := r.get(name)) is str]
+                for name in self.timestamp_names]
 
     def bad_timestamps(self, records: list[Any]) -> list[int]:
         """Positions in ``records`` of those with a timestamp :meth:`timestamps_ok` would
@@ -407,18 +484,23 @@ class FastPath:
             return True
         return False
 
-    def flat_duplicate_suspects(self, raws: list[Any], records: list[Any]) -> list[int]:
-        """:meth:`duplicate_suspects` of records decoded with flat contexts: a flat
-        context of k keys re-encodes with 4k quotes, so each record's quotes are known
-        without encoding anything; raw quotes are counted per record in one numpy call.
-        """
+    def flat_duplicate_suspects(self, raws: list[Any], good_at: npt.NDArray[np.intp],
+                                records: list[Any]) -> list[int]:
+        """:meth:`duplicate_suspects` of the records ``raws[good_at[j]]``, decoded with flat
+        contexts as ``records[j]``: a flat context of k keys re-encodes with 4k quotes, so
+        each record's quotes are known without encoding anything; raw quotes are counted
+        per record in numpy (over all ``raws``: one join, no list of the good ones), and
+        compared there."""
         joined = b"".join(raws)
         fixed = self.fixed_quotes
         if b"\\" in joined or fixed is None:
-            return self._duplicate_suspects_each(raws, records)
-        raw = span_quotes(joined, list(accumulate(map(len, raws[:-1]), initial=0)))
-        want = map(fixed.__add__, map((4).__mul__, map(len, map(self.context, records))))
-        return _true_positions(list(map(ne, raw, want)))
+            return self._duplicate_suspects_each([raws[i] for i in good_at.tolist()], records)
+        raw = part_quotes(raws, joined)[good_at]
+        want = np.fromiter(map(len, map(self.context, records)), np.intp, len(records))
+        want *= 4
+        want += fixed
+        suspects: list[int] = np.flatnonzero(raw != want).tolist()
+        return suspects
 
     def duplicate_suspects(self, raws: list[Any], records: list[Any]) -> list[int]:
         """Positions of the records whose raw JSON (``raws``, aligned with ``records``) may
