@@ -442,12 +442,6 @@ class FastPath:
         return [[v for r in dicts if type(v := r.get(name)) is str]
                 for name in self.timestamp_names]
 
-    def bad_timestamps(self, records: list[Any]) -> list[int]:
-        """Positions in ``records`` of those with a timestamp :meth:`timestamps_ok` would
-        not accept (sorted, no repeats)."""
-        n = len(records)
-        return sorted({j % n for j in failing_times(self.timestamp_values(records))})
-
     def valid_times(self, records: list[Any]) -> set[str]:
         """The timestamp values of decoded (dict) ``records`` that :meth:`timestamps_ok`
         accepts: known valid, the precise checker need not look at them again."""
