@@ -142,10 +142,14 @@ def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Embedd
         server.stop()
 
 
-def ready(svc: Service, key: str) -> None:
+def ready(svc: Service, log: Log) -> str:
+    """Register the dataset, create a key and admit one warm-up record (in ``log``)."""
+    key = svc.create_key("p1", "u1")
     svc.put_dataset("p1", "13", SEED_DEFINITION)
     warm = svc.post("/datasets/13/batch", key, body_of("warm", 1), **{"X-Request-Id": "warm"})
     assert warm.status_code == 202, warm.text
+    log.accepted["warm"] = 1
+    return key
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
@@ -153,11 +157,9 @@ def test_redis_stopped_mid_load_503_then_recovers_and_loses_nothing(
     own_redis: EmbeddedServer, data_dir: Path, how: str,
 ) -> None:
     log = Log()
-    log.accepted["warm"] = 1
     for svc in start_service(data_dir, own_redis.url,
                              STRICTGATE_REDIS_DEADLINE_MS=str(DEADLINE_MS)):
-        key = svc.create_key("p1", "u1")
-        ready(svc, key)
+        key = ready(svc, log)
 
         def outage() -> None:
             own_redis.stop() if how == "stop" else own_redis.kill()
@@ -183,11 +185,9 @@ def test_redis_paused_2s_answers_within_deadline_without_retry_storm(
     own_redis: EmbeddedServer, data_dir: Path,
 ) -> None:
     log = Log()
-    log.accepted["warm"] = 1
     for svc in start_service(data_dir, own_redis.url,
                              STRICTGATE_REDIS_DEADLINE_MS=str(DEADLINE_MS)):
-        key = svc.create_key("p1", "u1")
-        ready(svc, key)
+        key = ready(svc, log)
         with redis.Redis.from_url(own_redis.url) as r:
             before = r.info("commandstats")
 
@@ -294,9 +294,7 @@ def proxied(own_redis: EmbeddedServer, data_dir: Path
     try:
         for svc in start_service(data_dir, proxy.url,
                                  STRICTGATE_REDIS_DEADLINE_MS=str(DEADLINE_MS)):
-            key = svc.create_key("p1", "u1")
-            ready(svc, key)
-            yield svc, key, proxy
+            yield svc, ready(svc, Log()), proxy
     finally:
         proxy.close()
 

@@ -8,7 +8,7 @@ extra fields (in input order), then declared fields in definition order, depth f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sized
 from fractions import Fraction
 from typing import Any, NamedTuple, Protocol
 
@@ -245,17 +245,23 @@ def _numeric_checks(decl: dict[str, Any]) -> list[Check]:
     return checks
 
 
+def _size_check(kind: type[Sized], lo: int | None, hi: int | None, too_short: str,
+                too_long: str) -> Check:
+    """The ``len`` bounds of a value of type ``kind`` (string length, array items)."""
+    def check_size(v: Any, path: str, out: Errors) -> None:
+        if type(v) is kind:
+            if lo is not None and len(v) < lo:
+                _err(out, E.TOO_SHORT, too_short, path)
+            elif hi is not None and len(v) > hi:
+                _err(out, E.TOO_LONG, too_long, path)
+    return check_size
+
+
 def _string_checks(decl: dict[str, Any], kinds: list[str]) -> list[Check]:
     checks: list[Check] = []
     lo, hi = decl.get("minLength"), decl.get("maxLength")
     if lo is not None or hi is not None:
-        def check_length(v: Any, path: str, out: Errors) -> None:
-            if type(v) is str:
-                if lo is not None and len(v) < lo:
-                    _err(out, E.TOO_SHORT, "Field too short", path)
-                elif hi is not None and len(v) > hi:
-                    _err(out, E.TOO_LONG, "Field too long", path)
-        checks.append(check_length)
+        checks.append(_size_check(str, lo, hi, "Field too short", "Field too long"))
     if "pattern" in decl:
         rx = compile_pattern(decl["pattern"])  # ECMA 262 semantics, as JSON Schema says
 
@@ -286,13 +292,8 @@ def _array_checks(decl: dict[str, Any], depth: int) -> list[Check]:
     checks: list[Check] = []
     lo, hi = decl.get("minItems"), decl.get("maxItems")
     if lo is not None or hi is not None:
-        def check_count(v: Any, path: str, out: Errors) -> None:
-            if type(v) is list:
-                if lo is not None and len(v) < lo:
-                    _err(out, E.TOO_SHORT, "Field has too few items", path)
-                elif hi is not None and len(v) > hi:
-                    _err(out, E.TOO_LONG, "Field has too many items", path)
-        checks.append(check_count)
+        checks.append(_size_check(list, lo, hi, "Field has too few items",
+                                  "Field has too many items"))
     if decl.get("uniqueItems"):
         def check_unique(v: Any, path: str, out: Errors) -> None:
             if type(v) is list and len({json_key(x) for x in v}) != len(v):
