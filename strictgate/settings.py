@@ -32,6 +32,9 @@ class Settings:
     max_records: int = 10_000
     run_worker: bool = True
     log_level: str = "info"
+    # Read by validator/compiled.py itself at import (it is imported before settings are
+    # loaded); here so that the value is checked at start like every other.
+    scanner: bool = True
 
     @property
     def redis_deadline_s(self) -> float:
@@ -53,6 +56,7 @@ _ENV: dict[str, str] = {
     "STRICTGATE_MAX_RECORDS": "max_records",
     "STRICTGATE_RUN_WORKER": "run_worker",
     "STRICTGATE_LOG_LEVEL": "log_level",
+    "STRICTGATE_SCANNER": "scanner",
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_ENV)
@@ -101,7 +105,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, -1)
         elif field in ("redis_deadline_ms", "max_body_bytes", "max_records"):
             values[field] = _parse_int(name, raw, 1)
-        elif field == "run_worker":
+        elif field in ("run_worker", "scanner"):
             values[field] = _parse_bool(name, raw)
         elif field == "data_dir":
             values[field] = Path(raw)

@@ -1,8 +1,12 @@
 """``compile_dataset``: a definition in, a :class:`CompiledDataset` out.
 
-``validate_batch`` is the service's hot path. It first tries the fast path (one typed msgspec
-decode of the whole body plus bulk checks, see :mod:`validator.fast`). If that fails for any
-reason, the precise path finds out exactly what is wrong: body-level problems raise
+``validate_batch`` is the service's hot path. For a definition of plain scalar fields (the
+seed's form) the record scanner (:mod:`validator.scan`, machine code) reads the whole body
+once and names the records that may be invalid; only those are parsed and checked by the
+precise checker, so a valid record never becomes a Python object. A body the scanner cannot
+read, and every body of a richer definition, first tries the fast path (one typed msgspec
+decode of the whole body plus bulk checks, see :mod:`validator.fast`). If that fails for
+any reason, the precise path finds out exactly what is wrong: body-level problems raise
 :class:`BodyError`; otherwise the body is split into raw records, each is tried on the typed
 single-record decoder (in one C loop, see :func:`validator.fast.decode_each`), the bulk
 checks run on the records that pass and name the ones they fail, and only the records that
@@ -13,6 +17,7 @@ precise checker.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -28,6 +33,13 @@ from validator.checker import MAX_ERRORS_PER_RECORD, compile_record, pairs_hook
 from validator.definition import normalize, record_schema
 from validator.errors import BodyError, FieldError, RecordError
 from validator.fast import FastPath, build, failing_times
+
+# The record scanner needs numba, whose LLVM costs a process about 110 MB of memory:
+# STRICTGATE_SCANNER=0 leaves it out (every body then takes the msgspec and precise paths).
+SCANNER_ENABLED = os.environ.get("STRICTGATE_SCANNER", "").strip().lower() not in (
+    "0", "false", "no", "off")
+if SCANNER_ENABLED:
+    from validator.scan import Scan, Scanner, build_scanner
 
 # At most this many record errors are kept in a BatchResult (error_count has them all).
 MAX_BATCH_ERRORS = 1000
@@ -155,6 +167,19 @@ def _parse_all(blobs: list[bytes]) -> list[Any]:
     return [_parse(blob) for blob in blobs]
 
 
+def _decode_all(blobs: list[bytes]) -> list[Any]:
+    """JSON values the scanner read and found plain (no repeated or escaped key, no
+    number out of range, not deep), decoded by msgspec in one call: for them it gives what
+    :func:`_parse_precise` gives."""
+    if not blobs:
+        return []
+    try:
+        values: list[Any] = _ANY.decode(b"[" + b",".join(blobs) + b"]")
+    except _DECODE_ERRORS:  # pragma: no cover - the scanner read them; never a 500 anyway
+        return [_parse(blob) for blob in blobs]
+    return values
+
+
 def _body_error(body: bytes, exc: BaseException) -> BodyError:
     """Name what is wrong with a body msgspec could not even split into elements."""
     if isinstance(exc, RecursionError):
@@ -181,6 +206,8 @@ class CompiledDataset:
         self.json_schema: dict[str, Any] = record_schema(self.definition)
         self._check = compile_record(self.definition["fields"])
         self._fast: FastPath | None = build(self.definition["fields"])
+        self._scanner: Scanner | None = build_scanner(
+            self.definition["fields"]) if SCANNER_ENABLED else None
 
     @property
     def has_fast_path(self) -> bool:
@@ -196,6 +223,13 @@ class CompiledDataset:
                        ) -> BatchResult:
         """Parse a JSON array body and validate every record. Raises :class:`BodyError` for
         a body that is not a non-empty array of at most ``max_records`` elements."""
+        scanner = self._scanner
+        if scanner is not None:
+            scan = scanner.scan(body, max_records)
+            if scan is not None:
+                if not scan.doubtful:
+                    return BatchResult(scan.count, payload=_compact(body))
+                return self._scanned_batch(body, scan)
         fast = self._fast
         if fast is not None:
             try:
@@ -249,7 +283,38 @@ class CompiledDataset:
             raise BodyError("too_many_records",
                             f"Too many records in batch (at most {max_records})", 413,
                             f"{n} records")
-        failures = self._failing_records(raws)
+        return self._result(body, n, self._failing_records(raws))
+
+    def _scanned_batch(self, body: bytes, scan: Scan) -> BatchResult:
+        """The result of a body the scanner read: only its doubtful records are parsed
+        (by msgspec, but those with repeated or escaped keys or out-of-range numbers, which
+        take Python's parser) and checked, their timestamps the scanner found valid
+        not again."""
+        scanner = self._scanner
+        assert scanner is not None
+        starts, ends, verified = scan.starts, scan.ends, scan.verified
+        exotic = set(scan.exotic)
+        plain = [i for i in scan.doubtful if i not in exotic] if exotic else scan.doubtful
+        records = _decode_all([body[starts[i]:ends[i]] for i in plain])
+        valid_times: set[str] = set()
+        for bit, name in scanner.timestamp_bits:
+            valid_times.update(record[name] for i, record in zip(plain, records, strict=True)
+                               if verified[i] & bit)
+        indices = plain
+        if exotic:
+            indices = [*plain, *scan.exotic]
+            records += _parse_precise_all([body[starts[i]:ends[i]] for i in scan.exotic])
+        check = self._check
+        failures: dict[int, list[FieldError]] = {}
+        for i, record in zip(indices, records, strict=True):
+            errs = check(record, valid_times)
+            if errs:
+                failures[i] = errs[:MAX_ERRORS_PER_RECORD]
+        return self._result(body, scan.count, failures)
+
+    @staticmethod
+    def _result(body: bytes, n: int, failures: dict[int, list[FieldError]]) -> BatchResult:
+        """The verdict on a body of ``n`` records with these record ``failures``."""
         result = BatchResult(n, payload=_compact(body))
         make = RecordError._make
         errors = result.errors

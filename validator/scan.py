@@ -1,0 +1,662 @@
+"""The record scanner: one pass over the raw body, in machine code, per-record verdicts.
+
+A definition whose fields are all plain scalars (string, number, integer, boolean,
+timestamp, each maybe nullable or optional: the seed's form) is described to the scanner as
+a table. The scanner reads the body byte by byte (compiled by numba, so no Python object is
+made per record or per value) and says, for every record, either "valid" or "doubtful":
+
+* the whole JSON grammar is checked, UTF-8 included: a body the scanner cannot read
+  (invalid JSON, invalid UTF-8, an escaped surrogate, nesting deeper than
+  :data:`MAX_NEST`, more records than asked) gets no verdict at all and takes the
+  msgspec/precise path, which names what is wrong;
+* a record is "valid" only when it is an object with exactly the declared keys once each,
+  every value of its field's type (strings at most ``MAX_STRING`` bytes, integers of at
+  most 18 digits, floats that cannot overflow, timestamps of RFC 3339's shape in the
+  calendar, without leap seconds), and a ``context`` object whose content repeats no key
+  in any object, whose keys are unescaped and whose numbers are in range;
+* anything else is "doubtful": the record is parsed and checked by the precise checker,
+  which gives its errors (or finds it valid after all: the scanner only errs towards
+  doubt).
+
+So the scanner decides nothing the precise checker would decide otherwise; it only keeps
+valid records away from Python. A body scans at about a byte per nanosecond.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from validator.checker import MAX_STRING
+
+KIND_STRING = 0
+KIND_NUMBER = 1
+KIND_INTEGER = 2
+KIND_BOOLEAN = 3
+KIND_TIMESTAMP = 4
+KIND_CONTEXT = 5
+NULLABLE = 1
+# A record's verdict bits: DOUBT, the precise checker must look at it; EXOTIC, it must be
+# parsed by Python's parser (a repeated or escaped key, a number msgspec would refuse).
+DOUBT = 1
+EXOTIC = 2
+# Depth of arrays and objects inside ``context`` the scanner follows; deeper bodies take
+# the other path (which also tells a body too deep to parse).
+MAX_NEST = 24
+# Keys of the objects open at once inside ``context`` that are compared for repeats.
+MAX_KEYS = 512
+# Fields a record can have: ``timestamp``, ``context`` and the declared ones (one bit each).
+MAX_FIELDS = 62
+
+_SCALARS = {"string": KIND_STRING, "number": KIND_NUMBER, "integer": KIND_INTEGER,
+            "boolean": KIND_BOOLEAN, "timestamp": KIND_TIMESTAMP}
+_PLAIN_KEYS = {"type", "required", "description"}
+_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+
+
+@njit(cache=True)
+def _ws(d: Any, i: int) -> int:
+    """The first non-whitespace position from ``i`` (the body ends with a 0 byte)."""
+    while True:
+        c = d[i]
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            i += 1
+        else:
+            return i
+
+
+@njit(cache=True)
+def _hex4(d: Any, i: int) -> int:
+    """The value of the four hex digits at ``i``, or -1."""
+    v = 0
+    for k in range(i, i + 4):
+        h = int(d[k])
+        if 48 <= h <= 57:
+            v = v * 16 + h - 48
+        elif 97 <= h <= 102:
+            v = v * 16 + h - 87
+        elif 65 <= h <= 70:
+            v = v * 16 + h - 55
+        else:
+            return -1
+    return v
+
+
+@njit(cache=True)
+def _string(d: Any, i: int) -> tuple[int, int]:
+    """A string whose opening quote is at ``i``: (the position after its closing quote, or
+    -1 if it is not valid JSON in UTF-8 or holds an escaped surrogate; flags: 1 escaped,
+    2 longer than MAX_STRING bytes)."""
+    start = i
+    i += 1
+    flags = 0
+    while True:
+        c = d[i]
+        if c == 34:
+            if i - start - 1 > MAX_STRING:
+                flags |= 2
+            return i + 1, flags
+        if c == 92:
+            flags |= 1
+            e = d[i + 1]
+            if e == 117:
+                v = _hex4(d, i + 2)
+                if v < 0 or 0xDC00 <= v <= 0xDFFF:
+                    return -1, 0
+                if 0xD800 <= v <= 0xDBFF:
+                    # A pair: the low half must follow at once.
+                    if d[i + 6] != 92 or d[i + 7] != 117:
+                        return -1, 0
+                    w = _hex4(d, i + 8)
+                    if not 0xDC00 <= w <= 0xDFFF:
+                        return -1, 0
+                    i += 12
+                else:
+                    i += 6
+            elif e == 34 or e == 92 or e == 47 or e == 98 or e == 102 or e == 110 \
+                    or e == 114 or e == 116:
+                i += 2
+            else:
+                return -1, 0
+        elif c < 32:
+            return -1, 0
+        elif c < 128:
+            i += 1
+        else:
+            # UTF-8: the lead byte fixes the length and the second byte's range.
+            lo = 0x80
+            hi = 0xBF
+            if 0xC2 <= c <= 0xDF:
+                need = 1
+            elif c == 0xE0:
+                need = 2
+                lo = 0xA0
+            elif 0xE1 <= c <= 0xEC or c == 0xEE or c == 0xEF:
+                need = 2
+            elif c == 0xED:
+                need = 2
+                hi = 0x9F
+            elif c == 0xF0:
+                need = 3
+                lo = 0x90
+            elif 0xF1 <= c <= 0xF3:
+                need = 3
+            elif c == 0xF4:
+                need = 3
+                hi = 0x8F
+            else:
+                return -1, 0
+            b = d[i + 1]
+            if b < lo or b > hi:
+                return -1, 0
+            for k in range(i + 2, i + 1 + need):
+                if d[k] < 0x80 or d[k] > 0xBF:
+                    return -1, 0
+            i += need + 1
+
+
+@njit(cache=True)
+def _number(d: Any, i: int) -> tuple[int, int]:
+    """A number starting at ``i``: (the position after it, or -1 if it is not JSON's
+    grammar; class: 0 an integer of at most 18 digits, 1 a float that cannot overflow,
+    2 anything else)."""
+    if d[i] == 45:
+        i += 1
+    c = d[i]
+    if c == 48:
+        i += 1
+        digits = 1
+    elif 49 <= c <= 57:
+        s = i
+        i += 1
+        while 48 <= d[i] <= 57:
+            i += 1
+        digits = i - s
+    else:
+        return -1, 0
+    cls = 0
+    if d[i] == 46:
+        i += 1
+        s = i
+        while 48 <= d[i] <= 57:
+            i += 1
+        if i == s:
+            return -1, 0
+        cls = 1
+    c = d[i]
+    if c == 101 or c == 69:
+        i += 1
+        negative = False
+        if d[i] == 43 or d[i] == 45:
+            negative = d[i] == 45
+            i += 1
+        s = i
+        e = 0
+        while 48 <= d[i] <= 57:
+            if e < 100_000:
+                e = e * 10 + int(d[i]) - 48
+            i += 1
+        if i == s:
+            return -1, 0
+        # Below 10 ** (digits + e), digits before the point: finite while under 1e308
+        # (``e`` is capped, which only errs towards class 2).
+        if digits + (-e if negative else e) > 307:
+            return i, 2
+        return i, 1
+    if digits > 307 or (cls == 0 and digits > 18):
+        return i, 2
+    return i, cls
+
+
+@njit(cache=True)
+def _literal(d: Any, i: int) -> tuple[int, int]:
+    """``true``/``false``/``null`` at ``i``: (the position after it or -1; 1 boolean,
+    2 null)."""
+    c = d[i]
+    if c == 116 and d[i + 1] == 114 and d[i + 2] == 117 and d[i + 3] == 101:
+        return i + 4, 1
+    if c == 102 and d[i + 1] == 97 and d[i + 2] == 108 and d[i + 3] == 115 \
+            and d[i + 4] == 101:
+        return i + 5, 1
+    if c == 110 and d[i + 1] == 117 and d[i + 2] == 108 and d[i + 3] == 108:
+        return i + 4, 2
+    return -1, 0
+
+
+@njit(cache=True)
+def _two(d: Any, i: int) -> int:
+    """The two-digit number at ``i`` (digits already checked)."""
+    return (int(d[i]) - 48) * 10 + int(d[i + 1]) - 48
+
+
+@njit(cache=True)
+def _is_digit(c: Any) -> bool:
+    return bool(48 <= c <= 57)
+
+
+@njit(cache=True)
+def _timestamp_ok(d: Any, s: int, e: int) -> bool:
+    """Whether ``d[s:e]`` is an RFC 3339 date-time without a leap second (what
+    :func:`validator.formats.is_date_time` accepts, but ``:60``)."""
+    if e - s < 20:
+        return False
+    for k in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
+        if not _is_digit(d[s + k]):
+            return False
+    if d[s + 4] != 45 or d[s + 7] != 45 or d[s + 13] != 58 or d[s + 16] != 58:
+        return False
+    if d[s + 10] != 84 and d[s + 10] != 116:
+        return False
+    p = s + 19
+    if d[p] == 46:
+        p += 1
+        q = p
+        while p < e and _is_digit(d[p]):
+            p += 1
+        if p == q or p >= e:
+            return False
+    z = d[p]
+    if z == 90 or z == 122:
+        if p + 1 != e:
+            return False
+    elif z == 43 or z == 45:
+        if p + 6 != e or d[p + 3] != 58:
+            return False
+        for k in (1, 2, 4, 5):
+            if not _is_digit(d[p + k]):
+                return False
+        if _two(d, p + 1) > 23 or _two(d, p + 4) > 59:
+            return False
+    else:
+        return False
+    year = _two(d, s) * 100 + _two(d, s + 2)
+    month = _two(d, s + 5)
+    day = _two(d, s + 8)
+    if month < 1 or month > 12 or day < 1 or day > _DAYS[month]:
+        return False
+    if month == 2 and day == 29 and (year % 4 != 0 or (year % 100 == 0 and year % 400 != 0)):
+        return False
+    return _two(d, s + 11) <= 23 and _two(d, s + 14) <= 59 and _two(d, s + 17) <= 59
+
+
+@njit(cache=True)
+def _key(d: Any, i: int, key_at: Any, key_len: Any, nk: int) -> tuple[int, int, int]:
+    """An object key at ``i`` and its colon: (the position of its value or -1; DOUBT |
+    EXOTIC when the key is escaped, too long or past MAX_KEYS, so cannot be compared; the
+    keys recorded)."""
+    if d[i] != 34:
+        return -1, 0, nk
+    j, flags = _string(d, i)
+    if j < 0:
+        return -1, 0, nk
+    doubt = 0
+    if flags != 0 or nk >= MAX_KEYS:
+        doubt = DOUBT | EXOTIC
+    else:
+        key_at[nk] = i + 1
+        key_len[nk] = j - i - 2
+        nk += 1
+    j = _ws(d, j)
+    if d[j] != 58:
+        return -1, 0, nk
+    return _ws(d, j + 1), doubt, nk
+
+
+@njit(cache=True)
+def _repeats(d: Any, key_at: Any, key_len: Any, lo: int, hi: int) -> bool:
+    """Whether two of the keys ``lo`` to ``hi - 1`` are the same."""
+    for a in range(lo, hi):
+        for b in range(a + 1, hi):
+            n = key_len[a]
+            if key_len[b] == n:
+                same = True
+                pa = key_at[a]
+                pb = key_at[b]
+                for k in range(n):
+                    if d[pa + k] != d[pb + k]:
+                        same = False
+                        break
+                if same:
+                    return True
+    return False
+
+
+@njit(cache=True)
+def _any(d: Any, i: int, key_at: Any, key_len: Any, bases: Any, stack: Any, nk: int,
+         ) -> tuple[int, int]:
+    """Any JSON value at ``i``: (the position after it or -1; DOUBT if the precise checker
+    must look at it, a string too long; DOUBT | EXOTIC for a repeated or uncomparable key or
+    a number out of range, which only Python's parser reads as the checker expects). Its
+    object keys are recorded from ``key_at[nk]`` on."""
+    doubt = 0
+    top = 0
+    while True:
+        # A value starts at i.
+        c = d[i]
+        if c == 123 or c == 91:
+            if top >= MAX_NEST:
+                return -1, 0
+            stack[top] = c
+            bases[top] = nk
+            top += 1
+            i = _ws(d, i + 1)
+            if c == 123:
+                if d[i] == 125:
+                    top -= 1
+                    i += 1
+                else:
+                    i, kd, nk = _key(d, i, key_at, key_len, nk)
+                    if i < 0:
+                        return -1, 0
+                    doubt |= kd
+                    continue
+            elif d[i] == 93:
+                top -= 1
+                i += 1
+            else:
+                continue
+        elif c == 34:
+            i, flags = _string(d, i)
+            if i < 0:
+                return -1, 0
+            if flags & 2:
+                doubt |= DOUBT
+        elif c == 45 or 48 <= c <= 57:
+            i, cls = _number(d, i)
+            if i < 0:
+                return -1, 0
+            if cls == 2:
+                doubt |= DOUBT | EXOTIC
+        else:
+            i, _ = _literal(d, i)
+            if i < 0:
+                return -1, 0
+        # After a value: separators and closing brackets, until the next value.
+        while True:
+            if top == 0:
+                return i, doubt
+            i = _ws(d, i)
+            c = d[i]
+            opener = stack[top - 1]
+            if c == 44:
+                i = _ws(d, i + 1)
+                if opener == 123:
+                    i, kd, nk = _key(d, i, key_at, key_len, nk)
+                    if i < 0:
+                        return -1, 0
+                    doubt |= kd
+                break
+            if c == 125 and opener == 123:
+                if _repeats(d, key_at, key_len, bases[top - 1], nk):
+                    doubt |= DOUBT | EXOTIC
+                nk = bases[top - 1]
+            elif not (c == 93 and opener == 91):
+                return -1, 0
+            top -= 1
+            i += 1
+
+
+@njit(cache=True)
+def _field_of(d: Any, at: int, n: int, names: Any, offsets: Any, first: int) -> int:
+    """The field whose name is ``d[at:at + n]``, trying ``first`` first (keys mostly come in
+    the definition's order), or -1."""
+    count = len(offsets) - 1
+    for t in range(count):
+        f = first + t
+        if f >= count:
+            f -= count
+        a = offsets[f]
+        if offsets[f + 1] - a == n:
+            same = True
+            for k in range(n):
+                if d[at + k] != names[a + k]:
+                    same = False
+                    break
+            if same:
+                return f
+    return -1
+
+
+@njit(cache=True)
+def _record(d: Any, i: int, names: Any, offsets: Any, kinds: Any, flags: Any,
+            required: int, key_at: Any, key_len: Any, bases: Any, stack: Any,
+            ) -> tuple[int, int, int]:
+    """One record at ``i``: (the position after it or -1; its verdict bits; the fields
+    whose one value was found valid, a bit each)."""
+    if d[i] != 123:
+        i, inner = _any(d, i, key_at, key_len, bases, stack, 0)
+        return i, inner | DOUBT, 0
+    i = _ws(d, i + 1)
+    if d[i] == 125:
+        return i + 1, DOUBT, 0
+    seen = 0
+    verified = 0
+    doubt = 0
+    expect = 0
+    # Undeclared keys, recorded from key_at[0] (a repeat makes the record exotic).
+    extra = 0
+    while True:
+        if d[i] != 34:
+            return -1, 0, 0
+        j, sflags = _string(d, i)
+        if j < 0:
+            return -1, 0, 0
+        field = -1
+        if sflags != 0:
+            # Escaped or too long: compared with nothing, it might repeat a key.
+            doubt |= EXOTIC
+        elif sflags == 0:
+            field = _field_of(d, i + 1, j - i - 2, names, offsets, expect)
+            if field < 0 and extra < MAX_KEYS // 2:
+                key_at[extra] = i + 1
+                key_len[extra] = j - i - 2
+                extra += 1
+            elif field < 0:
+                doubt |= EXOTIC
+        j = _ws(d, j)
+        if d[j] != 58:
+            return -1, 0, 0
+        i = _ws(d, j + 1)
+        c = d[i]
+        ok = False
+        inner = 0
+        if field >= 0:
+            kind = kinds[field]
+            if c == 110 and (flags[field] & NULLABLE) and kind != KIND_CONTEXT:
+                i, lit = _literal(d, i)
+                ok = lit == 2
+            elif c == 34 and kind in (KIND_STRING, KIND_TIMESTAMP):
+                j, sflags = _string(d, i)
+                if kind == KIND_STRING:
+                    ok = j >= 0 and sflags & 2 == 0
+                else:
+                    ok = j >= 0 and sflags == 0 and _timestamp_ok(d, i + 1, j - 1)
+                i = j
+            elif (c == 45 or 48 <= c <= 57) and kind in (KIND_NUMBER, KIND_INTEGER):
+                i, cls = _number(d, i)
+                ok = cls == 0 or (cls == 1 and kind == KIND_NUMBER)
+                if cls == 2:
+                    inner = EXOTIC
+            elif (c == 116 or c == 102) and kind == KIND_BOOLEAN:
+                i, lit = _literal(d, i)
+                ok = lit == 1
+            elif c == 123 and kind == KIND_CONTEXT:
+                i, inner = _any(d, i, key_at, key_len, bases, stack, extra)
+                ok = inner == 0
+            else:
+                i, inner = _any(d, i, key_at, key_len, bases, stack, extra)
+            bit = 1 << field
+            if seen & bit:
+                doubt |= DOUBT | EXOTIC
+            elif ok:
+                verified |= bit
+            seen |= bit
+            expect = field + 1
+        else:
+            i, inner = _any(d, i, key_at, key_len, bases, stack, extra)
+        if i < 0:
+            return -1, 0, 0
+        doubt |= inner
+        if not ok:
+            doubt |= DOUBT
+        i = _ws(d, i)
+        c = d[i]
+        if c == 44:
+            i = _ws(d, i + 1)
+        elif c == 125:
+            i += 1
+            break
+        else:
+            return -1, 0, 0
+    if seen & required != required:
+        doubt |= DOUBT
+    if extra > 1 and _repeats(d, key_at, key_len, 0, extra):
+        doubt |= EXOTIC
+    return i, doubt, verified
+
+
+@njit(cache=True)
+def scan_body(body: Any, names: Any, offsets: Any, kinds: Any, flags: Any, required: int,
+              capacity: int) -> tuple[int, int, Any, Any, Any, Any]:
+    """Scan ``body``: (the number of records, or -1 when the body gets no verdict; how
+    many are doubtful; each record's start and end offsets, verdict bits and fields found
+    valid)."""
+    # A copy ending in a 0 byte, which stops every loop below: no bounds checks needed.
+    d = np.empty(len(body) + 1, np.uint8)
+    d[:-1] = body
+    d[-1] = 0
+    starts = np.empty(capacity, np.int64)
+    ends = np.empty(capacity, np.int64)
+    doubtful = np.zeros(capacity, np.uint8)
+    verified = np.zeros(capacity, np.int64)
+    key_at = np.empty(MAX_KEYS, np.int64)
+    key_len = np.empty(MAX_KEYS, np.int64)
+    bases = np.empty(MAX_NEST, np.int64)
+    stack = np.empty(MAX_NEST, np.uint8)
+    end = len(d) - 1
+    i = _ws(d, 0)
+    if d[i] != 91:
+        return -1, 0, starts, ends, doubtful, verified
+    i = _ws(d, i + 1)
+    if d[i] == 93:
+        return -1, 0, starts, ends, doubtful, verified
+    count = 0
+    while True:
+        if count >= capacity:
+            return -1, 0, starts, ends, doubtful, verified
+        starts[count] = i
+        i, doubt, valid = _record(d, i, names, offsets, kinds, flags, required, key_at,
+                                  key_len, bases, stack)
+        if i < 0:
+            return -1, 0, starts, ends, doubtful, verified
+        ends[count] = i
+        doubtful[count] = doubt
+        verified[count] = valid
+        count += 1
+        i = _ws(d, i)
+        if d[i] == 44:
+            i = _ws(d, i + 1)
+        elif d[i] == 93:
+            if _ws(d, i + 1) != end:
+                return -1, 0, starts, ends, doubtful, verified
+            return count, int(np.count_nonzero(doubtful[:count])), starts, ends, doubtful, \
+                verified
+        else:
+            return -1, 0, starts, ends, doubtful, verified
+
+
+class Scan:
+    """A body's records: record k is ``body[starts[k]:ends[k]]``. ``doubtful``: the
+    positions of the records the precise checker must look at (the others are valid), of
+    which ``exotic`` must be read by Python's parser; ``verified[k]``: the fields of record
+    k whose value was found valid (bit k of field k of :attr:`Scanner.names`)."""
+
+    __slots__ = ("count", "doubtful", "ends", "exotic", "starts", "verified")
+
+    def __init__(self, count: int, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64],
+                 doubtful: list[int], exotic: list[int],
+                 verified: npt.NDArray[np.int64]) -> None:
+        self.count = count
+        self.starts = starts
+        self.ends = ends
+        self.doubtful = doubtful
+        self.exotic = exotic
+        self.verified = verified
+
+
+class Scanner:
+    """The scanner's table for one definition (see the module docstring)."""
+
+    def __init__(self, names: list[str], kinds: list[int], flags: list[int],
+                 required: list[bool]) -> None:
+        encoded = [n.encode() for n in names]
+        self.field_names = names
+        # (bit, name) of the timestamp fields: their verified values need no check again.
+        self.timestamp_bits = [(1 << k, n) for k, n in enumerate(names)
+                               if kinds[k] == KIND_TIMESTAMP]
+        self.names = np.frombuffer(b"".join(encoded) or b"\0", np.uint8).copy()
+        self.offsets = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
+        self.kinds = np.array(kinds, np.int8)
+        self.flags = np.array(flags, np.int8)
+        self.required = sum(1 << k for k, r in enumerate(required) if r)
+
+    def scan(self, body: bytes, max_records: int) -> Scan | None:
+        """The records of ``body`` and which are doubtful, or None when the scanner cannot
+        read the body (it is not a JSON array of 1 to ``max_records`` values it can
+        follow: the other path finds out why)."""
+        count, doubts, starts, ends, verdicts, verified = scan_body(
+            np.frombuffer(body, np.uint8), self.names, self.offsets, self.kinds,
+            self.flags, self.required, max_records)
+        if count < 0:
+            return None
+        if not doubts:
+            return Scan(count, starts, ends, [], [], verified)
+        verdicts = verdicts[:count]
+        return Scan(count, starts, ends, np.flatnonzero(verdicts).tolist(),
+                    np.flatnonzero(verdicts & EXOTIC).tolist(), verified)
+
+
+def build_scanner(fields: dict[str, dict[str, Any]]) -> Scanner | None:
+    """The scanner of a normalized definition's ``fields``, or None when a field needs more
+    than the scanner checks (bounds, patterns, enums, formats but date-time, arrays,
+    objects): such definitions take the msgspec and precise paths."""
+    if len(fields) + 2 > MAX_FIELDS:
+        return None
+    names = ["timestamp", "context"]
+    kinds = [KIND_TIMESTAMP, KIND_CONTEXT]
+    flags = [0, 0]
+    required = [True, True]
+    for name, decl in fields.items():
+        extra = set(decl) - _PLAIN_KEYS
+        if extra - {"format"} or decl.get("format", "date-time") != "date-time":
+            return None
+        t = decl.get("type")
+        types = [t] if isinstance(t, str) else list(t or [])
+        nullable = "null" in types
+        types = [k for k in types if k != "null"]
+        if len(types) != 1 or types[0] not in _SCALARS:
+            return None
+        kind = _SCALARS[types[0]]
+        if "format" in decl:
+            if kind != KIND_STRING:
+                return None
+            kind = KIND_TIMESTAMP
+        names.append(name)
+        kinds.append(kind)
+        flags.append(NULLABLE if nullable else 0)
+        required.append(decl.get("required") is not False)
+    return Scanner(names, kinds, flags, required)
+
+
+def _warm() -> None:
+    """Compile the scanner (or load it from numba's cache, next to this file) at import,
+    so that no request waits for it."""
+    Scanner(["timestamp", "context"], [KIND_TIMESTAMP, KIND_CONTEXT], [0, 0],
+            [True, True]).scan(b'[{"timestamp":"2026-01-01T00:00:00Z","context":'
+                               b'{"a":[1,-1.5e3,null,true,"\\u00e9"]}}]', 1)
+
+
+_warm()
