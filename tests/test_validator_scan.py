@@ -272,3 +272,12 @@ def test_scanner_off_leaves_numba_out_and_gives_the_same_verdicts() -> None:
     assert seen[0][2] == seen[1][2] == [[1, "invalid_number", "amount",
                                          "Invalid number field: amount"],
                                         [2, "missing_field", "plan", "Missing field: plan"]]
+
+
+@pytest.mark.parametrize("max_records", [0, -1])
+def test_no_record_allowed_is_the_other_paths_answer(max_records: int) -> None:
+    v = compile_dataset(SEED_DEF)
+    assert v._scanner is not None and v._scanner.scan(orjson.dumps([REC]), max_records) is None
+    with pytest.raises(BodyError) as info:
+        v.validate_batch(orjson.dumps([REC]), max_records=max_records)
+    assert info.value.code == "too_many_records"

@@ -607,6 +607,8 @@ class Scanner:
         """The records of ``body`` and which are doubtful, or None when the scanner cannot
         read the body (it is not a JSON array of 1 to ``max_records`` values it can
         follow: the other path finds out why)."""
+        if max_records < 1:
+            return None  # the other path says why no body can pass
         count, doubts, starts, ends, verdicts, verified = scan_body(
             np.frombuffer(body, np.uint8), self.names, self.offsets, self.kinds,
             self.flags, self.required, max_records)
