@@ -304,13 +304,7 @@ class CompiledDataset:
         if exotic:
             indices = [*plain, *scan.exotic]
             records += _parse_precise_all([body[starts[i]:ends[i]] for i in scan.exotic])
-        check = self._check
-        failures: dict[int, list[FieldError]] = {}
-        for i, record in zip(indices, records, strict=True):
-            errs = check(record, valid_times)
-            if errs:
-                failures[i] = errs[:MAX_ERRORS_PER_RECORD]
-        return self._result(body, scan.count, failures)
+        return self._result(body, scan.count, self._check_each(indices, records, valid_times))
 
     @staticmethod
     def _result(body: bytes, n: int, failures: dict[int, list[FieldError]]) -> BatchResult:
@@ -349,9 +343,15 @@ class CompiledDataset:
                 valid_times = self._recheck_good(raws, good, doubtful, parsed, flat)
             else:
                 valid_times = fast.valid_times(parsed)
+        return self._check_each(doubtful, parsed, valid_times)
+
+    def _check_each(self, indices: list[int], records: list[Any],
+                    valid_times: Collection[str]) -> dict[int, list[FieldError]]:
+        """Errors by record index of ``records`` (record k is at ``indices[k]``) through the
+        precise checker (``valid_times``: timestamps known valid)."""
         check = self._check
         failures: dict[int, list[FieldError]] = {}
-        for i, record in zip(doubtful, parsed, strict=True):
+        for i, record in zip(indices, records, strict=True):
             errs = check(record, valid_times)
             if errs:
                 failures[i] = errs[:MAX_ERRORS_PER_RECORD]

@@ -171,6 +171,21 @@ def _too_deep(document: Any) -> str | None:
     return None
 
 
+SCALAR_TYPES = frozenset({"string", "number", "integer", "boolean", "timestamp"})
+
+
+def scalar_type(decl: dict[str, Any]) -> tuple[str, bool] | None:
+    """(its one type, nullable) for a normalized field declared with one scalar type,
+    maybe with ``"null"``; None for any other field."""
+    t = decl.get("type")
+    kinds = [t] if isinstance(t, str) else list(t or [])
+    nullable = "null" in kinds
+    kinds = [k for k in kinds if k != "null"]
+    if len(kinds) != 1 or kinds[0] not in SCALAR_TYPES:
+        return None
+    return kinds[0], nullable
+
+
 def normalize(definition: Any) -> dict[str, Any]:
     """Check ``definition`` and return its normalized form; :class:`DefinitionError` lists
     every problem with its JSON Pointer."""

@@ -38,7 +38,7 @@ import numpy.typing as npt
 from msgspec import UNSET, Meta, UnsetType
 
 from validator.checker import MAX_STRING
-from validator.definition import INT64_MAX, INT64_MIN
+from validator.definition import INT64_MAX, INT64_MIN, scalar_type
 from validator.ecma_regex import translate as ecma_translate
 from validator.formats import is_date_time
 from validator.quotes import part_quotes
@@ -81,7 +81,6 @@ _CHUNK = 16
 _GOOD_TIMESTAMP = "2000-01-01T00:00:00Z"
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
                   RecursionError, ValueError)
-_SCALARS = {"string", "number", "integer", "boolean", "timestamp"}
 _ALLOWED = {"type", "description", "required", "minLength", "maxLength", "pattern",
             "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "format"}
 
@@ -335,13 +334,10 @@ def _field_type(decl: dict[str, Any]) -> tuple[Any, bool] | None:
     exactly."""
     if set(decl) - _ALLOWED:
         return None
-    t = decl.get("type")
-    kinds = [t] if isinstance(t, str) else list(t or [])
-    nullable = "null" in kinds
-    kinds = [k for k in kinds if k != "null"]
-    if len(kinds) != 1 or kinds[0] not in _SCALARS:
+    scalar = scalar_type(decl)
+    if scalar is None:
         return None
-    kind = kinds[0]
+    kind, nullable = scalar
     fmt = decl.get("format")
     timestamp = kind == "timestamp" or fmt == "date-time"
     if fmt is not None and fmt != "date-time":

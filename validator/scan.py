@@ -31,6 +31,7 @@ import numpy.typing as npt
 from numba import njit
 
 from validator.checker import MAX_STRING
+from validator.definition import scalar_type
 
 KIND_STRING = 0
 KIND_NUMBER = 1
@@ -51,7 +52,7 @@ MAX_KEYS = 512
 # Fields a record can have: ``timestamp``, ``context`` and the declared ones (one bit each).
 MAX_FIELDS = 62
 
-_SCALARS = {"string": KIND_STRING, "number": KIND_NUMBER, "integer": KIND_INTEGER,
+_KINDS = {"string": KIND_STRING, "number": KIND_NUMBER, "integer": KIND_INTEGER,
             "boolean": KIND_BOOLEAN, "timestamp": KIND_TIMESTAMP}
 _PLAIN_KEYS = {"type", "required", "description"}
 _DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
@@ -635,13 +636,11 @@ def build_scanner(fields: dict[str, dict[str, Any]]) -> Scanner | None:
         extra = set(decl) - _PLAIN_KEYS
         if extra - {"format"} or decl.get("format", "date-time") != "date-time":
             return None
-        t = decl.get("type")
-        types = [t] if isinstance(t, str) else list(t or [])
-        nullable = "null" in types
-        types = [k for k in types if k != "null"]
-        if len(types) != 1 or types[0] not in _SCALARS:
+        scalar = scalar_type(decl)
+        if scalar is None:
             return None
-        kind = _SCALARS[types[0]]
+        kind = _KINDS[scalar[0]]
+        nullable = scalar[1]
         if "format" in decl:
             if kind != KIND_STRING:
                 return None
