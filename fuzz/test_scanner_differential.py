@@ -1499,7 +1499,7 @@ def test_found_overflowing_number_with_negative_exponent() -> None:
             assert_same(v, b'[{"timestamp":"2024-05-01T10:00:00Z",' + record + b"}]")
 
 
-# Found by this file: a negative max_records makes the scanner's numpy.empty(capacity) raise
+# Found by this file: a negative max_records made the scanner's numpy.empty(capacity) raise
 # ValueError("negative dimensions not allowed") where the other path raises BodyError
 # too_many_records. (Settings keep STRICTGATE_MAX_RECORDS >= 1, so the service never passes
 # one; validate_batch's contract does not forbid it.)
