@@ -68,8 +68,12 @@ SETTINGS = settings(deadline=None, suppress_health_check=[
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 KINDS = ("string", "number", "integer", "boolean", "timestamp")
 
-pytestmark = pytest.mark.skipif(not getattr(compiled_module, "SCANNER_ENABLED", True),
-                                reason="the scanner is disabled (STRICTGATE_SCANNER=0)")
+pytestmark = [
+    pytest.mark.skipif(not getattr(compiled_module, "SCANNER_ENABLED", True),
+                       reason="the scanner is disabled (STRICTGATE_SCANNER=0)"),
+    # Values of 65537 characters are drawn on purpose.
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
 
 
 # ---------------------------------------------------------------- JSON text with holes

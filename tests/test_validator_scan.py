@@ -14,7 +14,7 @@ import pytest
 from validator import BodyError, compile_dataset
 from validator.checker import MAX_STRING
 from validator.compiled import BatchResult, CompiledDataset
-from validator.scan import MAX_NEST, build_scanner
+from validator.scan import MAX_NEST, _encodable, build_scanner
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DEF = json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text())
@@ -281,3 +281,16 @@ def test_no_record_allowed_is_the_other_paths_answer(max_records: int) -> None:
     with pytest.raises(BodyError) as info:
         v.validate_batch(orjson.dumps([REC]), max_records=max_records)
     assert info.value.code == "too_many_records"
+
+
+@pytest.mark.parametrize("name", ['a"b', "a\\b", "a\x01b", "a\ud800b"])
+def test_field_names_no_fast_path_can_hold_are_checked_precisely(name: str) -> None:
+    v = compile_dataset({"fields": {name: "string"}})
+    assert not v.has_fast_path
+    if not _encodable(name):
+        assert v._scanner is None
+        return  # no body can name it: lone surrogates are refused
+    record = {"timestamp": "2026-06-10T11:00:00Z", "context": {}, name: "x"}
+    body = json.dumps([record, {**record, name: 1}]).encode()
+    result = v.validate_batch(body)
+    assert [(e.index, e.code) for e in result.errors] == [(1, "invalid_string")]

@@ -593,11 +593,16 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
                 kinds = decl["type"] if isinstance(decl["type"], list) else [decl["type"]]
                 fixed += 2 + (2 if kinds[0] in ("string", "timestamp") else 0)
     fields_spec = [(a, t) if d is msgspec.NODEFAULT else (a, t, d) for a, t, d in spec]
-    struct = msgspec.defstruct("Record", fields_spec, rename=rename,
-                               forbid_unknown_fields=True, gc=False, kw_only=True)
     flat_spec = [(a, FlatContext, *rest) if a == "c" else (a, t, *rest)
                  for a, t, *rest in fields_spec]
-    flat = msgspec.defstruct("FlatRecord", flat_spec, rename=rename,
-                             forbid_unknown_fields=True, gc=False, kw_only=True)
+    try:
+        struct = msgspec.defstruct("Record", fields_spec, rename=rename,
+                                   forbid_unknown_fields=True, gc=False, kw_only=True)
+        flat = msgspec.defstruct("FlatRecord", flat_spec, rename=rename,
+                                 forbid_unknown_fields=True, gc=False, kw_only=True)
+    except (ValueError, UnicodeEncodeError):
+        # msgspec refuses field names with '"', '\\', control characters or lone
+        # surrogates: such definitions take the precise path.
+        return None
     return FastPath(struct, flat, timestamp_attrs, [rename[a] for a in timestamp_attrs],
                     optional_ts, fixed)

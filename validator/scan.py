@@ -622,6 +622,15 @@ class Scanner:
                     np.flatnonzero(verdicts & EXOTIC).tolist(), verified)
 
 
+def _encodable(name: str) -> bool:
+    """Whether ``name`` has a UTF-8 form (no lone surrogate)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_scanner(fields: dict[str, dict[str, Any]]) -> Scanner | None:
     """The scanner of a normalized definition's ``fields``, or None when a field needs more
     than the scanner checks (bounds, patterns, enums, formats but date-time, arrays,
@@ -633,6 +642,9 @@ def build_scanner(fields: dict[str, dict[str, Any]]) -> Scanner | None:
     flags = [0, 0]
     required = [True, True]
     for name, decl in fields.items():
+        if not _encodable(name):
+            return None
+        # A name JSON must escape never matches a raw key: its records are doubtful.
         extra = set(decl) - _PLAIN_KEYS
         if extra - {"format"} or decl.get("format", "date-time") != "date-time":
             return None
