@@ -594,7 +594,6 @@ class Scanner:
     def __init__(self, names: list[str], kinds: list[int], flags: list[int],
                  required: list[bool]) -> None:
         encoded = [n.encode() for n in names]
-        self.field_names = names
         # (bit, name) of the timestamp fields: their verified values need no check again.
         self.timestamp_bits = [(1 << k, n) for k, n in enumerate(names)
                                if kinds[k] == KIND_TIMESTAMP]
