@@ -3,15 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PKGS := strictgate validator quota registry ingest worker admin app.py
+PKGS := strictgate validator quota registry ingest worker admin lake schemas app.py
 
-.PHONY: run test lint bench bench-quota bench-load fuzz soak clean
+.PHONY: help run test lint wheel-check lock bench bench-quota bench-load fuzz soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
+	@echo "strictgate: installing dependencies into $(VENV) (first run or pyproject.toml changed; about a minute)"
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --progress-bar on --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+help:
+	@echo "make targets (all but help and clean first install .venv if needed):"
+	@echo "  help         this list"
+	@echo "  run          serve the API and the worker on STRICTGATE_PORT (default 8080), data in ./var"
+	@echo "  test         lint, then the whole test suite"
+	@echo "  lint         ruff and mypy --strict"
+	@echo "  wheel-check  build the wheel, install it into a fresh venv, run the installed CLI"
+	@echo "  lock         re-pin constraints.txt to what .venv has (after changing dependencies)"
+	@echo "  bench        validation throughput"
+	@echo "  bench-quota  quota admission throughput against Redis"
+	@echo "  bench-load   HTTP load test with wrk (installs wrk if missing)"
+	@echo "  fuzz         long runs of the property-based and API fuzzers"
+	@echo "  soak         mixed traffic for SOAK_MINUTES (default 10): RSS, Redis memory, audit"
+	@echo "  clean        remove .venv, var and the tool caches"
 
 run: $(STAMP)
 	$(VENV)/bin/strictgate serve
@@ -22,6 +38,15 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+# A non-editable install works (CI runs it after the tests).
+wheel-check: $(STAMP)
+	.ci/wheel-check
+
+# The versions the tests ran on: every install uses them (-c), so a fresh machine next month
+# gets the same packages. Re-pin after changing pyproject.toml's dependencies.
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | sort -f > constraints.txt
 
 bench: $(STAMP)
 	$(PY) bench/validate.py

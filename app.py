@@ -27,14 +27,19 @@ from registry.apikeys import KeyService
 from registry.store import Registry
 from strictgate.access_log import AccessLog
 from strictgate.context import AppContext, context_of, utc_now
+from strictgate.durability import DurabilityReport
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
 from strictgate.metrics import CONTENT_TYPE_LATEST, Metrics
 from strictgate.openapi import DOCS_HTML, openapi_document
+from strictgate.redis_health import watch as watch_redis
+from strictgate.request_id import HEADER, new_request_id
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings, load_settings
+from strictgate.supervisor import Supervisor
 from strictgate.unavailable import unavailable
-from worker.service import run_worker_tasks
+from worker.health import SinkHealth
+from worker.service import start_background_tasks
 
 log = logging.getLogger("strictgate")
 
@@ -45,7 +50,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: Redis answers within the deadline and the registry is loaded."""
+    """Readiness: Redis answers within the deadline, the registry is loaded and the
+    in-process worker's sink (if any) can write."""
     ctx = context_of(request)
     try:
         await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_deadline_s)
@@ -54,7 +60,12 @@ async def readyz(request: Request) -> Response:
         raise unavailable() from None
     if not ready:
         raise unavailable()
-    return json_response({"status": "ready"})
+    sink_health: SinkHealth | None = getattr(request.app.state, "sink_health", None)
+    if sink_health is not None and not sink_health.ok:
+        # records are still admitted and stay queued: say why they are not written
+        raise ApiError(503, f"Output sink cannot write: {sink_health.reason}",
+                       "sink_unavailable", headers={"Retry-After": "5"})
+    return json_response({"status": "ready", "durability": request.app.state.durability.fields()})
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -81,7 +92,10 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Never a stack trace to a client: log it, answer with the grammar.
     log.exception("unhandled error on %s %s", request.method, request.url.path[:256])
-    return error_response(ApiError(500, "Internal server error", "internal_error"))
+    # Rendered outside the access-log middleware: add the id it settled on here.
+    request_id = getattr(request.state, "request_id", None) or new_request_id()
+    return error_response(ApiError(500, "Internal server error", "internal_error",
+                                   headers={HEADER: request_id}))
 
 
 def _secret(configured: str | None, settings: Settings, name: str) -> str:
@@ -131,10 +145,11 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         embedded: EmbeddedServer | None = None
         url = settings.redis_url
         if url is None:
-            embedded = EmbeddedServer(settings.data_dir / "redis").start()
-            url = embedded.url
-            # lets the CLI reach the embedded server of a running service
-            (settings.data_dir / "redis.url").write_text(url + "\n")
+            embedded = EmbeddedServer.for_service(settings.data_dir, settings.redis_fsync).start()
+            url = embedded.auth_url  # password included: never log it
+            # lets the CLI reach the embedded server of a running service (no password in
+            # it: the CLI reads <data dir>/redis-password)
+            (settings.data_dir / "redis.url").write_text(embedded.url + "\n")
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=settings.redis_deadline_s,
@@ -160,9 +175,20 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         )
         app.state.ctx = ctx
         stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
-        if settings.run_worker:
-            tasks = run_worker_tasks(client, settings, clock, app.state.metrics, stop)
+        # queue gauges whatever RUN_WORKER is; the worker (and its sink's health) if set
+        background = start_background_tasks(
+            client, settings, clock, app.state.metrics, stop, worker=settings.run_worker)
+        app.state.sink_health = background.sink_health
+        tasks = background.tasks
+        # Redis outages logged once per change; durability warned at start and re-read on
+        # every reconnect; the embedded server restarted if it dies
+        app.state.durability = DurabilityReport(
+            client, settings.redis_deadline_s, embedded=embedded is not None)
+        await app.state.durability.refresh()
+        tasks.append(asyncio.create_task(watch_redis(
+            client, stop, settings.redis_deadline_s, on_up=app.state.durability.refresh)))
+        if embedded is not None:
+            tasks.append(asyncio.create_task(Supervisor(embedded).run(stop)))
         # Everything built so far lives as long as the process: move it out of the cyclic
         # GC's view, and collect the young generation less often, so a full collection does
         # not stall the event loop for tens of milliseconds under load (p99 latency).
@@ -179,6 +205,8 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
             await client.aclose()
             await hot_client.aclose()
             if embedded is not None:
+                # a clean stop leaves no URL: the CLI says "no running service"
+                (settings.data_dir / "redis.url").unlink(missing_ok=True)
                 embedded.stop()
 
     routes = [

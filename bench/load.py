@@ -1,7 +1,9 @@
 """HTTP load benchmark: strictgate vs a bare Starlette floor, driven by wrk, side by side.
 
-Starts, on this machine: an embedded valkey-server, strictgate (one uvicorn process, worker
-in-process, as `make run` serves it) and the floor app (same uvicorn settings). Then, in
+Starts, on this machine: strictgate (one uvicorn process, worker in-process, as `make run`
+serves it) on an embedded valkey-server with `appendfsync always` (the default: a 2xx survives
+power loss), a second strictgate on one with `everysec` (what durability costs, side by side)
+and the floor app (same uvicorn settings). Then, in
 interleaved rounds, drives each with wrk for a fixed time: 1-record requests with 32
 connections and 1000-record batches with 16. Prints requests/s, records/s, p50/p99 and the
 ratios to the floor (medians over rounds), and the count of non-2xx answers.
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from strictgate.embedded import EmbeddedServer, free_port  # noqa: E402
+from strictgate.settings import REDIS_FSYNC_CHOICES  # noqa: E402
 
 ADMIN = "bench-admin-token"
 DEFINITION = json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text())
@@ -120,67 +123,102 @@ def _wait_drained(redis_url: str, timeout: float = 300) -> float:
     raise SystemExit("the worker did not drain the queue in time")
 
 
+def _start_strictgate(
+    work: Path, name: str, fsync: str, procs: list[subprocess.Popen[bytes]]
+) -> tuple[str, EmbeddedServer]:
+    """A Redis with ``fsync`` and a strictgate on it; returns the base URL and the Redis."""
+    redis_server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=fsync).start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
+    env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
+               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning")
+    procs.append(_uvicorn("app:create_app", port, env, work / f"{name}.log"))
+    base = f"http://127.0.0.1:{port}"
+    _wait(base + "/healthz", procs[-1])
+    return base, redis_server
+
+
+def _register(base: str) -> str:
+    """Register the seed's dataset; a project key."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    httpx.put(f"{base}/admin/projects/bench/datasets/13", json=DEFINITION,
+              headers=admin).raise_for_status()
+    key: str = httpx.post(f"{base}/admin/projects/bench/keys", json={"user_id": "bench"},
+                          headers=admin).json()["api_key"]
+    return key
+
+
 def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fsync", choices=REDIS_FSYNC_CHOICES, default="always",
+                        help="appendfsync of strictgate's Redis (the default: a durable 2xx)")
+    parser.add_argument("--compare-fsync", choices=(*REDIS_FSYNC_CHOICES, "none"),
+                        default="everysec",
+                        help="also run a second strictgate on a Redis with this appendfsync, "
+                             "side by side, to show what --fsync costs ('none': skip)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench-load does it)")
 
     work = Path(tempfile.mkdtemp(prefix="sg-load-"))
-    redis_server = EmbeddedServer(work / "redis", persist=True).start()
-    sg_port, floor_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / "var"),
-               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning")
-    procs = [
-        _uvicorn("app:create_app", sg_port, env, work / "strictgate.log"),
-        _uvicorn("bench.floor_app:app", floor_port, env, work / "floor.log"),
-    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    redis_servers: list[EmbeddedServer] = []
     try:
-        sg = f"http://127.0.0.1:{sg_port}"
+        floor_port = free_port()
+        floor_env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
+        procs.append(_uvicorn("bench.floor_app:app", floor_port, floor_env, work / "floor.log"))
         floor = f"http://127.0.0.1:{floor_port}"
-        _wait(sg + "/healthz", procs[0])
-        _wait(floor + "/", procs[1])
-        admin = {"Authorization": f"Bearer {ADMIN}"}
-        httpx.put(f"{sg}/admin/projects/bench/datasets/13", json=DEFINITION,
-                  headers=admin).raise_for_status()
-        key = httpx.post(f"{sg}/admin/projects/bench/keys", json={"user_id": "bench"},
-                         headers=admin).json()["api_key"]
+        _wait(floor + "/", procs[-1])
+        # target name -> (base URL, Redis URL, key); the floor has no Redis
+        targets: dict[str, tuple[str, str | None, str]] = {}
+        fsyncs = [args.fsync]
+        if args.compare_fsync not in ("none", args.fsync):
+            fsyncs.append(args.compare_fsync)
+        for fsync in fsyncs:
+            name = f"sg-{fsync}"
+            base, server = _start_strictgate(work, name, fsync, procs)
+            redis_servers.append(server)
+            targets[name] = (base, server.url, "")
+        keys = {name: _register(base) for name, (base, _, _) in targets.items()}
+        targets = {name: (base, url, keys[name]) for name, (base, url, _) in targets.items()}
+        targets = {"floor": (floor, None, next(iter(keys.values()))), **targets}
         bodies = {
             "single": (json.dumps(RECORD).encode(), "/datasets/13", 32, 1),
             "batch": (json.dumps([RECORD] * 1000).encode(), "/datasets/13/batch", 16, 1000),
         }
-        scripts = {}
+        scripts: dict[tuple[str, str], Path] = {}
         for name, (body, _, _, _) in bodies.items():
             body_path = work / f"{name}.json"
             body_path.write_bytes(body)
-            script = work / f"{name}.lua"
-            script.write_text(WRK_SCRIPT % {"key": key, "body": body_path})
-            scripts[name] = script
+            for target, (_, _, key) in targets.items():
+                script = work / f"{name}-{target}.lua"
+                script.write_text(WRK_SCRIPT % {"key": key, "body": body_path})
+                scripts[(name, target)] = script
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for round_no in range(args.rounds):
             for name, (_, path, conns, _) in bodies.items():
-                for target, base in (("floor", floor), ("strictgate", sg)):
-                    r = _wrk(base + path, conns, args.duration, scripts[name])
+                for target, (base, redis_url, _) in targets.items():
+                    r = _wrk(base + path, conns, args.duration, scripts[(name, target)])
                     results.setdefault((name, target), []).append(r)
                     drained = ""
-                    if target == "strictgate":
-                        drained = f" (worker drained in {_wait_drained(redis_server.url):.1f} s)"
-                    print(f"round {round_no + 1} {name:6s} {target:10s} "
+                    if redis_url is not None:
+                        drained = f" (worker drained in {_wait_drained(redis_url):.1f} s)"
+                    print(f"round {round_no + 1} {name:6s} {target:12s} "
                           f"{r['rps']:9.1f} req/s p50 {r['p50_us'] / 1000:6.2f} ms "
                           f"p99 {r['p99_us'] / 1000:6.2f} ms non2xx {r['non2xx']}{drained}",
                           flush=True)
         print()
         print(f"medians over {args.rounds} rounds of {args.duration}s "
-              f"(wrk -t1; single: 32 connections, batch of 1000: 16 connections)")
-        print(f"{'load':8s} {'server':11s} {'req/s':>10s} {'records/s':>11s} {'p50 ms':>8s} "
+              f"(wrk -t1; single: 32 connections, batch of 1000: 16 connections; "
+              f"sg-X = strictgate on a Redis with appendfsync X)")
+        print(f"{'load':8s} {'server':12s} {'req/s':>10s} {'records/s':>11s} {'p50 ms':>8s} "
               f"{'p99 ms':>8s} {'non-2xx':>8s}")
         for name, (_, _, _, per) in bodies.items():
             med: dict[str, dict[str, float]] = {}
-            for target in ("floor", "strictgate"):
+            for target in targets:
                 rs = results[(name, target)]
                 med[target] = {
                     "rps": statistics.median(r["rps"] for r in rs),
@@ -189,10 +227,17 @@ def main() -> None:
                     "non2xx": sum(r["non2xx"] + r["errors"] for r in rs),
                 }
                 m = med[target]
-                print(f"{name:8s} {target:11s} {m['rps']:10.1f} {m['rps'] * per:11.0f} "
+                print(f"{name:8s} {target:12s} {m['rps']:10.1f} {m['rps'] * per:11.0f} "
                       f"{m['p50']:8.2f} {m['p99']:8.2f} {int(m['non2xx']):8d}")
-            ratio = med["strictgate"]["rps"] / med["floor"]["rps"]
-            print(f"{name:8s} ratio strictgate/floor: {ratio:.2f}")
+            main_target = f"sg-{args.fsync}"
+            ratio = med[main_target]["rps"] / med["floor"]["rps"]
+            print(f"{name:8s} ratio strictgate ({args.fsync})/floor: {ratio:.2f}")
+            if len(fsyncs) > 1:
+                other = f"sg-{fsyncs[1]}"
+                cost = med[main_target]["rps"] / med[other]["rps"]
+                print(f"{name:8s} ratio strictgate ({fsyncs[1]})/floor: "
+                      f"{med[other]['rps'] / med['floor']['rps']:.2f}; "
+                      f"{args.fsync}/{fsyncs[1]}: {cost:.2f}")
     finally:
         for proc in procs:
             try:
@@ -200,7 +245,8 @@ def main() -> None:
                 proc.wait(10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
-        redis_server.stop()
+        for server in redis_servers:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.responses import Response
@@ -59,12 +59,20 @@ def invalid_records(result: BatchResult, batch: bool) -> ApiError:
     )
 
 
+def seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from ``now`` to ``moment``, rounded up, at least 1: a client that waits
+    that long is past ``moment`` (rounded down, it would come back just before it)."""
+    micros = (moment - now) // timedelta(microseconds=1)
+    return max(1, -(-micros // 1_000_000))
+
+
 def quota_exceeded(
     limit: int, used: int, requested: int, remaining: int, period: str, resets_at: datetime,
     now: datetime,
 ) -> ApiError:
-    """429 with the quota details and Retry-After (seconds to the next month)."""
-    retry_after = max(1, int((resets_at - now).total_seconds()))
+    """429 with the quota details and Retry-After (seconds from ``now``, Redis's clock when it
+    refused, to the next month)."""
+    retry_after = seconds_until(resets_at, now)
     return ApiError(
         429, "Monthly dataset quota exceeded", "quota_exceeded",
         headers={"Retry-After": str(retry_after), **quota_headers(limit, remaining, resets_at)},

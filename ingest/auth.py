@@ -11,7 +11,7 @@ from admin.auth import bearer_token
 from registry.apikeys import AuthError, Principal
 from strictgate.context import AppContext
 from strictgate.errors import ApiError
-from strictgate.unavailable import unavailable
+from strictgate.unavailable import ingest_unavailable
 
 MISSING_KEY = ApiError(
     401, "Missing or invalid API key", "unauthorized",
@@ -37,4 +37,4 @@ async def authenticate(request: Request, ctx: AppContext) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="strictgate"'},
         ) from None
     except (RedisError, OSError, TimeoutError):
-        raise unavailable() from None
+        raise ingest_unavailable() from None

@@ -18,11 +18,13 @@ import time
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ingest.handlers import ingest
 from strictgate.access_log import record_request
 from strictgate.errors import ApiError, error_response
+from strictgate.request_id import HEADER, id_of_request
 
 log = logging.getLogger("strictgate")
 
@@ -56,6 +58,16 @@ def ingest_lane(scope: Scope) -> tuple[Lane, str | None] | None:
     return None
 
 
+def _with_request_id(response: Response, scope: Scope) -> Response:
+    """An error answer carries the request's id like a 202 does: the one the handler settled
+    on, else a fresh one (the handler fails before it only on an invalid ``X-Request-Id``,
+    which is not echoed). Also kept for the access line."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    state["request_id"] = id_of_request(state, None)
+    response.headers[HEADER] = state["request_id"]
+    return response
+
+
 async def serve_ingest(app: Any, scope: Scope, receive: Receive, send: Send, lane: Lane,
                        path_dataset: str | None) -> None:
     """Answer one ingest request (see the module docstring)."""
@@ -68,11 +80,11 @@ async def serve_ingest(app: Any, scope: Scope, receive: Receive, send: Send, lan
             response = await ingest(Request(scope, receive), batch=batch,
                                     path_dataset=path_dataset)
         except ApiError as exc:
-            response = error_response(exc)
+            response = _with_request_id(error_response(exc), scope)
         except Exception:
             # Never a stack trace to a client: log it, answer with the grammar.
             log.exception("unhandled error on POST %s", scope["path"][:256])
-            response = error_response(INTERNAL_ERROR)
+            response = _with_request_id(error_response(INTERNAL_ERROR), scope)
         status = response.status_code
         await response(scope, receive, send)
     finally:

@@ -6,6 +6,8 @@ Flow: edge checks -> auth -> dataset -> body -> validate -> admit (one Redis scr
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import time
 
 from redis.exceptions import RedisError
@@ -22,9 +24,11 @@ from quota.results import Admitted, Duplicate, IdempotencyConflict, QuotaExceede
 from registry.store import ResolvedDataset
 from strictgate.context import AppContext, context_of
 from strictgate.errors import ApiError
-from strictgate.unavailable import unavailable
+from strictgate.unavailable import ingest_unavailable
 from validator import BodyError
 
+# Bodies larger than this are validated off the event loop (smaller ones take a few ms).
+THREAD_BODY_BYTES = 256 * 1024
 DATASET_NOT_FOUND = ApiError(404, "Dataset schema not found", "dataset_not_found")
 
 
@@ -42,7 +46,7 @@ async def _resolve(ctx: AppContext, project_id: str, dataset_id: str) -> Resolve
         async with asyncio.timeout(ctx.settings.redis_deadline_s):
             resolved = await ctx.registry.resolve(project_id, dataset_id)
     except (RedisError, OSError, TimeoutError):
-        raise unavailable() from None
+        raise ingest_unavailable() from None
     if resolved is None:
         raise DATASET_NOT_FOUND
     return resolved
@@ -62,11 +66,13 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
     resolved = await _resolve(ctx, principal.project_id, dataset_id)
     body = await read_body(request, settings.max_body_bytes)
     validator = resolved.validator
+    validate = functools.partial(validator.validate_batch, body, max_records=settings.max_records
+                                 ) if batch else functools.partial(validator.validate_one, body)
     try:
-        result = (
-            validator.validate_batch(body, max_records=settings.max_records)
-            if batch else validator.validate_one(body)
-        )
+        # A large body is validated in a thread, so the event loop keeps answering (RE2
+        # releases the GIL; Python code yields it every few ms): no request holds it long.
+        result = await asyncio.to_thread(validate) if len(body) > THREAD_BODY_BYTES \
+            else validate()
     except BodyError as exc:
         raise _body_error(exc) from None
     metrics = request.app.state.metrics
@@ -111,11 +117,11 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
         metrics.child(metrics.quota_rejections, principal.project_id, dataset_id).inc()
         raise answers.quota_exceeded(
             outcome.limit, outcome.used, outcome.requested, outcome.remaining, outcome.period,
-            outcome.resets_at, now,
+            outcome.resets_at, outcome.server_time,
         )
     if isinstance(outcome, IdempotencyConflict):
         raise answers.IDEMPOTENCY_CONFLICT
-    raise unavailable(max(1, round(outcome.retry_after_s)))
+    raise ingest_unavailable(math.ceil(outcome.retry_after_s))
 
 
 class _IngestEndpoint:

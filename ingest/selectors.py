@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
-import re
 
 from starlette.requests import Request
 
 from quota.keys import ID_PATTERN
 from strictgate.errors import ApiError
+from strictgate.request_id import VISIBLE_TOKEN, new_request_id
 
 DATASET_HEADER = "x-loguro-dataset-id"
 DEFAULT_DATASET = "default"
-# Visible ASCII only, bounded: these values are echoed and stored.
-_TOKEN = re.compile(r"^[\x21-\x7e]{1,200}\Z")
-
-
-class RequestIds:
-    """Fresh request ids: ``req_`` + 32 hex digits, a random 64-bit prefix per process and
-    a counter. Unique like uuid4 without a ``getrandom`` call and a UUID object per
-    request; a forked child draws its own prefix."""
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._prefix = "req_" + os.urandom(8).hex()
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        """A request id no other request of any process has."""
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-_REQUEST_IDS = RequestIds()
 
 INVALID_DATASET_ID = ApiError(400, "Invalid dataset ID", "invalid_dataset_id", field="dataset_id")
 
@@ -65,8 +40,8 @@ def request_id(request: Request) -> str:
     """``X-Request-Id`` when given (visible ASCII, at most 200 chars), else a new one."""
     given = request.headers.get("x-request-id")
     if given is None:
-        return _REQUEST_IDS.next()
-    if not _TOKEN.match(given):
+        return new_request_id()
+    if not VISIBLE_TOKEN.match(given):
         raise ApiError(
             400, "X-Request-Id must be 1-200 visible ASCII characters", "invalid_request_id",
             field="X-Request-Id",
@@ -79,7 +54,7 @@ def idempotency_key(request: Request) -> str | None:
     given = request.headers.get("idempotency-key")
     if given is None:
         return None
-    if not _TOKEN.match(given):
+    if not VISIBLE_TOKEN.match(given):
         raise ApiError(
             400, "Idempotency-Key must be 1-200 visible ASCII characters",
             "invalid_idempotency_key", field="Idempotency-Key",

@@ -17,6 +17,14 @@ with :func:`asyncio.timeout_at` (socket timeouts of the client may end an attemp
 * The deadline expiring is :class:`Unavailable` too. Cancelling a command makes redis-py drop
   its connection, so a late reply is never read by another request.
 
+The month is Redis's
+--------------------
+Usage keys carry their month, and every key of a cluster script must be named by the caller,
+so the caller guesses the month (the one Redis gave last, its own clock before that) and the
+script checks the guess against ``TIME``: a wrong guess changes nothing and answers Redis's
+time, and the call is sent once more with that month's keys and expiry. API instances whose
+clocks disagree therefore count a moment into the same month; normally it is one round trip.
+
 Reads and writes of the admin side (:meth:`QuotaService.get_limit`, ``set_limit``,
 ``usage``) are idempotent; they keep the client's own retries and are bounded by the same
 deadline, raising :class:`QuotaUnavailableError`.
@@ -28,7 +36,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -37,7 +45,14 @@ from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisEr
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quota import keys
-from quota.periods import current_period, expire_at, parse_period, period_end
+from quota.periods import (
+    current_period,
+    expire_at,
+    parse_period,
+    period_at,
+    period_end,
+    period_start,
+)
 from quota.results import (
     AdmissionResult,
     Admitted,
@@ -82,7 +97,11 @@ POOL_WAIT_S = 0.002
 _UNCERTAIN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # Replies of admit.lua (first element).
-_ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT = 1, 2, 3, 4
+_ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT, _OTHER_PERIOD = 1, 2, 3, 4, 5
+
+# Sends of one admission when Redis's month differs from the guess: the second has Redis's
+# month; a third only if the month turned between the two.
+PERIOD_ATTEMPTS = 3
 
 
 def _text(value: Any) -> str:
@@ -121,7 +140,9 @@ class QuotaService:
         # Hot-path caches: id validation and key formatting per combination, month math
         # per month. Both are pure functions of their keys.
         self._key_cache: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
-        self._period_cache: tuple[str, datetime, int] | None = None
+        self._period_cache: tuple[str, datetime, int, int, int] | None = None
+        # The month Redis answered last: the next admission's guess (see admit).
+        self._period_hint: str | None = None
 
     async def preload(self) -> None:
         """Load the admission script into Redis ahead of the first request (optional:
@@ -147,42 +168,35 @@ class QuotaService:
             raise ValueError("count must be an integer >= 1")
         if not entry:
             raise ValueError("entry must have at least one field")
-        period = current_period(self.clock())
-        resets_at, expires = self._period_times(period)
-        script_keys = self._keys(user_id, project_id, dataset_id, period)
-        queue = script_keys[3]
+        # The month is Redis's (see admit.lua): guess the one it answered last (this
+        # process's clock before the first answer), and when the script says the guess is
+        # wrong, which changed nothing, send once more with the month it gave.
+        period = self._period_hint or current_period(self.clock())
+        idem = None
         if idempotency_key is not None:
-            digest = idempotency_digest(idempotency_key)
-            script_keys.append(keys.idempotency_key(user_id, project_id, digest))
-        args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S, request_digest]
-        for name, value in entry.items():
-            args += (name, value)
-
+            idem = keys.idempotency_key(user_id, project_id, idempotency_digest(idempotency_key))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
-                async with asyncio.timeout_at(deadline):
-                    reply = await self._script.run(script_keys, args)
+        for _ in range(PERIOD_ATTEMPTS):
+            resets_at, starts, ends, expires = self._period_times(period)
+            script_keys = self._keys(user_id, project_id, dataset_id, period)
+            if idem is not None:
+                script_keys.append(idem)
+            args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S,
+                               request_digest, starts, ends]
+            for name, value in entry.items():
+                args += (name, value)
+            reply = await self._run(script_keys, args, idem is not None, deadline)
+            if isinstance(reply, Unavailable):
+                return reply
+            if int(reply[0]) != _OTHER_PERIOD:
                 break
-            except TimeoutError:
-                return Unavailable("timeout", RETRY_AFTER_S)
-            except MaxConnectionsError:
-                # Every pooled connection is busy: nothing was sent, so waiting for one and
-                # trying again is safe with or without an idempotency key.
-                if deadline - loop.time() <= POOL_WAIT_S:
-                    return Unavailable("pool_exhausted", RETRY_AFTER_S)
-                await asyncio.sleep(POOL_WAIT_S)
-            except _UNCERTAIN as exc:
-                retry_safe = idempotency_key is not None
-                if not retry_safe or deadline - loop.time() <= RETRY_BACKOFF_S:
-                    return Unavailable(_reason(exc), RETRY_AFTER_S)
-                await asyncio.sleep(RETRY_BACKOFF_S)
-            except (RedisError, RedisClusterException) as exc:
-                # A server error reply (OOM, cluster down, a broken counter): fail closed.
-                log.warning("admission failed: %s", type(exc).__name__)
-                return Unavailable("redis_error", RETRY_AFTER_S)
+            period = self._period_hint = period_at(int(reply[1]))
+        else:
+            # Only if Redis's month changed between attempts PERIOD_ATTEMPTS times in a row.
+            return Unavailable("period_changed", RETRY_AFTER_S)
+        self._period_hint = period
+        queue = script_keys[3]
 
         outcome = int(reply[0])
         if outcome == _ADMITTED:
@@ -194,9 +208,11 @@ class QuotaService:
             )
         if outcome == _EXCEEDED:
             limit, used = int(reply[1]), int(reply[2])
+            server_time = datetime.fromtimestamp(int(reply[3]), UTC).replace(
+                microsecond=int(reply[4]))
             return QuotaExceeded(
                 limit=limit, used=used, requested=count, remaining=remaining_of(limit, used),
-                period=period, resets_at=resets_at,
+                period=period, resets_at=resets_at, server_time=server_time,
             )
         if outcome == _DUPLICATE:
             limit, used = int(reply[1]), int(reply[2])
@@ -208,12 +224,45 @@ class QuotaService:
             return IdempotencyConflict()
         raise RuntimeError(f"unexpected admission reply {outcome!r}")
 
-    def _period_times(self, period: str) -> tuple[datetime, int]:
-        """``(resets_at, usage key expiry)`` of ``period``, computed once per month."""
+    async def _run(
+        self, script_keys: list[str], args: list[Arg], retry_safe: bool, deadline: float,
+    ) -> Any:
+        """One admission script call (retried as the module docstring says): its reply, or
+        :class:`Unavailable`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+                async with asyncio.timeout_at(deadline):
+                    return await self._script.run(script_keys, args)
+            except TimeoutError:
+                return Unavailable("timeout", RETRY_AFTER_S)
+            except MaxConnectionsError:
+                # Every pooled connection is busy: nothing was sent, so waiting for one and
+                # trying again is safe with or without an idempotency key.
+                if deadline - loop.time() <= POOL_WAIT_S:
+                    return Unavailable("pool_exhausted", RETRY_AFTER_S)
+                await asyncio.sleep(POOL_WAIT_S)
+            except _UNCERTAIN as exc:
+                if not retry_safe or deadline - loop.time() <= RETRY_BACKOFF_S:
+                    return Unavailable(_reason(exc), RETRY_AFTER_S)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+            except (RedisError, RedisClusterException) as exc:
+                # A server error reply (OOM, cluster down, a broken counter): fail closed.
+                log.warning("admission failed: %s", type(exc).__name__)
+                return Unavailable("redis_error", RETRY_AFTER_S)
+
+    def _period_times(self, period: str) -> tuple[datetime, int, int, int]:
+        """``(resets_at, start, end, usage key expiry)`` of ``period`` (unix seconds but the
+        first), computed once per month."""
         cached = self._period_cache
         if cached is None or cached[0] != period:
-            cached = self._period_cache = (period, period_end(period), expire_at(period))
-        return cached[1], cached[2]
+            end = period_end(period)
+            cached = self._period_cache = (
+                period, end, int(period_start(period).timestamp()), int(end.timestamp()),
+                expire_at(period),
+            )
+        return cached[1], cached[2], cached[3], cached[4]
 
     def _keys(self, user_id: str, project_id: str, dataset_id: str, period: str) -> list[str]:
         """The script's first four keys (validated and built once per combination)."""
@@ -265,12 +314,24 @@ class QuotaService:
         await self._bounded(self.redis.set(keys.quota_limit_key(user_id), limit))
 
     async def usage(self, user_id: str, period: str | None = None) -> UsageReport:
-        """Limit, usage and flush state of ``user_id`` in ``period`` (default: this month)."""
+        """Limit, usage and flush state of ``user_id`` in ``period`` (default: this month by
+        Redis's clock, the month admissions count into)."""
         if period is None:
-            period = current_period(self.clock())
+            period = await self._bounded(self._server_period(user_id))
+        assert period is not None
         parse_period(period)
         report: UsageReport = await self._bounded(self._usage(user_id, period))
         return report
+
+    async def _server_period(self, user_id: str) -> str:
+        """This month by the clock of the server holding ``user_id``'s keys."""
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()
+            node = self.redis.get_node_from_key(keys.quota_limit_key(user_id))
+            reply = await self.redis.execute_command("TIME", target_nodes=node)
+        else:
+            reply = await self.redis.time()
+        return period_at(int(reply[0]))
 
     async def _usage(self, user_id: str, period: str) -> UsageReport:
         limit_raw, total_raw, delta_raw = await self.redis.mget([

@@ -14,15 +14,31 @@
 -- ARGV[3] unix time at which the usage keys expire (absolute, never a rolling TTL)
 -- ARGV[4] seconds to keep the idempotency record
 -- ARGV[5] digest of the request (an idempotency key reused for another request conflicts)
--- ARGV[6..] field, value pairs of the stream entry
+-- ARGV[6] unix time at which the month of the usage keys starts (inclusive)
+-- ARGV[7] unix time at which it ends (exclusive)
+-- ARGV[8..] field, value pairs of the stream entry
 --
 -- Replies (first element is the outcome):
 --   {1, limit, used_after, entry_id}                admitted
---   {2, limit, used}                                quota exceeded, nothing changed
+--   {2, limit, used, now_s, now_us}                 quota exceeded, nothing changed
 --   {3, limit, used, stored_count, stored_entry_id} duplicate, nothing changed
 --   {4}                                             idempotency conflict, nothing changed
+--   {5, now_s}                                      the keys are not of this server's month:
+--                                                   nothing read or changed; the caller
+--                                                   retries with the month of now_s
 
 local n = tonumber(ARGV[1])
+
+-- 0. The month is this server's, not the caller's: API instances with skewed clocks must
+--    count the same moment into the same keys. The caller guesses the month (its keys carry
+--    it and a cluster script must be given every key it touches); a wrong guess changes
+--    nothing and is answered with the time to guess from. Scripts are replicated by their
+--    effects, so reading TIME before writing is allowed.
+local now = redis.call('TIME')
+local now_s = tonumber(now[1])
+if now_s < tonumber(ARGV[6]) or now_s >= tonumber(ARGV[7]) then
+  return {5, now[1]}
+end
 
 local function current_limit()
   local raw = redis.call('GET', KEYS[1])
@@ -53,14 +69,14 @@ end
 local limit = current_limit()
 local used = current_used()
 if limit >= 0 and used + n > limit then
-  return {2, limit, used}
+  return {2, limit, used, now[1], now[2]}
 end
 
 -- 3. Count and queue together: quota is counted if and only if the records are queued.
 --    A script runs atomically but its writes are not rolled back on an error, so every check
 --    that can fail ran above (tonumber of the counters) and XADD, the one write whose
 --    arguments come from the caller, goes first: if it fails, nothing was counted.
-local entry_id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6))
+local entry_id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 8))
 local used_after = redis.call('INCRBY', KEYS[2], n)
 redis.call('INCRBY', KEYS[3], n)
 -- Set on every admission rather than only on creation: the flush renames the delta away, and

@@ -83,19 +83,38 @@ def _user_id(value: str) -> str:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``usage`` and ``quota`` subcommands."""
-    usage = sub.add_parser("usage", help="usage ledger")
-    usage_sub = usage.add_subparsers(dest="usage_command", required=True)
+    usage = sub.add_parser(
+        "usage", help="the usage ledger (records counted per user and month)",
+        description="The usage ledger: records admitted per user and month, moved from Redis "
+                    f"into <data dir>/{LEDGER_NAME} (the running service does it every minute).",
+    )
+    usage_sub = usage.add_subparsers(dest="usage_command", required=True, metavar="COMMAND")
     flush = usage_sub.add_parser(
-        "flush", help=f"move usage_delta from Redis into <data dir>/{LEDGER_NAME}"
+        "flush", help=f"move the usage counted in Redis into <data dir>/{LEDGER_NAME} now",
+        description=f"Move the usage counted in Redis into <data dir>/{LEDGER_NAME} now; "
+                    "prints what was written as one JSON object. Safe to run while the "
+                    "service runs: every record is counted in the ledger exactly once.",
     )
     flush.set_defaults(func=_cmd_flush)
 
-    quota = sub.add_parser("quota", help="monthly record quotas of users")
-    quota_sub = quota.add_subparsers(dest="quota_command", required=True)
-    set_cmd = quota_sub.add_parser("set", help="set a user's monthly limit (-1 = unlimited)")
-    set_cmd.add_argument("user_id", type=_user_id)
-    set_cmd.add_argument("limit", type=int)
+    quota = sub.add_parser(
+        "quota", help="monthly record quotas of users",
+        description="Monthly record quotas of users: every record accepted for a user's API "
+                    "key counts against that user's limit for the current UTC month.",
+    )
+    quota_sub = quota.add_subparsers(dest="quota_command", required=True, metavar="COMMAND")
+    set_cmd = quota_sub.add_parser(
+        "set", help="set a user's monthly limit (-1 = unlimited)",
+        description="Set a user's monthly record limit; it applies at once on every instance.",
+    )
+    set_cmd.add_argument("user_id", type=_user_id,
+                         help="the user (letters, digits, '.', '_', '-'; up to 128)")
+    set_cmd.add_argument("limit", type=int,
+                         help=f"records per month, 0 to {MAX_LIMIT}, or -1 for unlimited")
     set_cmd.set_defaults(func=_cmd_quota_set)
-    get_cmd = quota_sub.add_parser("get", help="a user's limit and this month's usage")
-    get_cmd.add_argument("user_id", type=_user_id)
+    get_cmd = quota_sub.add_parser(
+        "get", help="a user's limit and this month's usage",
+        description="Print a user's monthly limit and this month's usage as one JSON object.",
+    )
+    get_cmd.add_argument("user_id", type=_user_id, help="the user")
     get_cmd.set_defaults(func=_cmd_quota_get)

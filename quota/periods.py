@@ -55,3 +55,8 @@ def expire_at(period: str) -> int:
 def current_period(now: datetime) -> str:
     """The period ``now`` falls in (same rule as :func:`quota.keys.period_of`)."""
     return period_of(now)
+
+
+def period_at(unix_s: int) -> str:
+    """The period of a unix time (what the admission script's ``TIME`` answers)."""
+    return period_of(datetime.fromtimestamp(unix_s, UTC))

@@ -19,7 +19,11 @@ class Admitted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QuotaExceeded:
-    """The batch does not fit in what is left of the month; nothing was queued or counted."""
+    """The batch does not fit in what is left of the month; nothing was queued or counted.
+
+    ``server_time`` is Redis's clock when it refused: the month and the seconds left until
+    ``resets_at`` both count from it, so every API instance answers the same.
+    """
 
     limit: int
     used: int
@@ -27,6 +31,7 @@ class QuotaExceeded:
     remaining: int
     period: str
     resets_at: datetime
+    server_time: datetime
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -51,6 +51,43 @@ def _invalid() -> AuthError:
     return AuthError(INVALID_KEY, "invalid_api_key")
 
 
+def pinned_header(token: str) -> dict[str, Any]:
+    """The token's header, if it names :data:`ALGORITHM`; else :class:`AuthError`.
+
+    The first of two independent algorithm pins: this one reads the header itself, so a
+    token claiming ``none``, another HMAC or an asymmetric algorithm is refused whatever the
+    JWT library would make of it (see :func:`signed_claims` for the second).
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise _invalid() from None
+    if header.get("alg") != ALGORITHM:
+        raise _invalid()
+    return header
+
+
+def signed_claims(token: str, secret: str) -> dict[str, Any]:
+    """The claims of ``token`` if it is signed with ``secret`` by :data:`ALGORITHM` and
+    carries :data:`REQUIRED_CLAIMS`; else :class:`AuthError`.
+
+    The second algorithm pin: the library verifies with this one algorithm only, whatever
+    the header says, so the signature check never depends on :func:`pinned_header`.
+    """
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM],
+            # Time claims are checked by the caller against the injected clock.
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False,
+                     "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.PyJWTError:
+        raise _invalid() from None
+    if not isinstance(claims, dict):
+        raise _invalid()
+    return claims
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Principal:
     """Who a verified token speaks for. The project always comes from here."""
@@ -196,18 +233,8 @@ class KeyService:
 
     def _check_token(self, token: str, now: float) -> _Verified:
         """Signature, algorithm and claims (no Redis)."""
-        try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM],
-                # Time claims are checked below against the injected clock.
-                options={"require": list(REQUIRED_CLAIMS), "verify_exp": False,
-                         "verify_iat": False, "verify_nbf": False},
-            )
-        except jwt.PyJWTError:
-            raise _invalid() from None
-        if header.get("alg") != ALGORITHM or not isinstance(claims, dict):
-            raise _invalid()
+        header = pinned_header(token)
+        claims = signed_claims(token, self._secret)
         kid = claims["kid"]
         if not _valid_id(kid) or header.get("kid", kid) != kid:
             raise _invalid()

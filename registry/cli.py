@@ -1,4 +1,4 @@
-"""``strictgate datasets put|get|list|versions|delete`` and ``strictgate keys create|list|revoke``.
+"""``strictgate datasets check|put|get|list|delete`` and ``strictgate keys create|list|revoke``.
 
 They use the same :class:`Registry` and :class:`KeyService` as the service, on ``REDIS_URL`` or
 the embedded server of a running ``make run`` (see :func:`strictgate.cli_redis.cli_redis_url`).
@@ -24,7 +24,7 @@ from strictgate.cli_redis import fail, run_with_redis
 from strictgate.context import utc_now
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings
-from validator import DefinitionError
+from validator import DefinitionError, compile_dataset
 
 JWT_SECRET_FILE = "jwt-secret"  # the name app.resolve_jwt_secret uses in the data dir
 
@@ -57,16 +57,41 @@ def _keys(settings: Settings, client: aioredis.Redis) -> KeyService:
     return KeyService(client, jwt_secret(settings), clock=utc_now)
 
 
-def _cmd_datasets_put(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+def _read_definition(path: Path) -> dict[str, Any] | str:
+    """The JSON object in ``path``, or the one-line reason it is not one."""
     try:
         definition = orjson.loads(path.read_bytes())
     except OSError as exc:
-        return fail(f"cannot read {path}: {exc.strerror}")
+        return f"cannot read {path}: {exc.strerror}"
     except orjson.JSONDecodeError as exc:
-        return fail(f"{path} is not valid JSON: {exc}")
+        return f"{path} is not valid JSON: {exc}"
     if not isinstance(definition, dict):
-        return fail(f"{path} must hold a JSON object")
+        return f"{path} must hold a JSON object"
+    return definition
+
+
+def _definition_failed(exc: DefinitionError) -> int:
+    for pointer, message in exc.problems:
+        print(f"strictgate: {pointer or '/'}: {message}", file=sys.stderr)
+    return fail("Invalid dataset definition")
+
+
+def _cmd_datasets_check(args: argparse.Namespace) -> int:
+    definition = _read_definition(Path(args.file))
+    if isinstance(definition, str):
+        return fail(definition)
+    try:
+        compiled = compile_dataset(definition)
+    except DefinitionError as exc:
+        return _definition_failed(exc)
+    _print({"valid": True, "json_schema": compiled.json_schema})
+    return 0
+
+
+def _cmd_datasets_put(args: argparse.Namespace) -> int:
+    definition = _read_definition(Path(args.file))
+    if isinstance(definition, str):
+        return fail(definition)
 
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         try:
@@ -74,9 +99,7 @@ def _cmd_datasets_put(args: argparse.Namespace) -> int:
                 args.project_id, args.dataset_id, definition, dry_run=args.dry_run
             )
         except DefinitionError as exc:
-            for pointer, message in exc.problems:
-                print(f"strictgate: {pointer or '/'}: {message}", file=sys.stderr)
-            return fail("Invalid dataset definition")
+            return _definition_failed(exc)
         _print(result.to_json())
         return 0
 
@@ -169,39 +192,74 @@ def _positive(value: str) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``datasets`` and ``keys`` subcommands."""
-    datasets = sub.add_parser("datasets", help="dataset definitions of projects")
-    ds = datasets.add_subparsers(dest="datasets_command", required=True)
-    put = ds.add_parser("put", help="create or update a definition from a JSON file")
-    put.add_argument("project_id", type=_id("project"))
-    put.add_argument("dataset_id", type=_id("dataset"))
+    ids = "letters, digits, '.', '_', '-'; up to 128"
+    datasets = sub.add_parser(
+        "datasets", help="dataset definitions of projects",
+        description="Dataset definitions of projects: the fields a dataset's records must "
+                    "have. Every change is a new version; output is one JSON document.",
+    )
+    ds = datasets.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
+    check = ds.add_parser(
+        "check", help="check a definition file offline (no service needed)",
+        description="Compile a definition file as the service would and print its JSON "
+                    "Schema; every problem is listed and the exit status is 1 when invalid.",
+    )
+    check.add_argument("file", help="the definition, e.g. schemas/examples/seed.json")
+    check.set_defaults(func=_cmd_datasets_check)
+    put = ds.add_parser(
+        "put", help="create or update a definition from a JSON file",
+        description="Create a dataset, or add a version of it, from a definition file. "
+                    "Refused, with every problem listed, when the definition is invalid.",
+    )
+    put.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
+    put.add_argument("dataset_id", type=_id("dataset"), help=f"the dataset ({ids})")
     put.add_argument("file", help="the definition, e.g. schemas/examples/seed.json")
     put.add_argument("--dry-run", action="store_true",
                      help="report the breaking changes and JSON Schema; store nothing")
     put.set_defaults(func=_cmd_datasets_put)
-    get = ds.add_parser("get", help="the latest definition (or --version N)")
-    get.add_argument("project_id", type=_id("project"))
-    get.add_argument("dataset_id", type=_id("dataset"))
-    get.add_argument("--version", type=_positive, default=None)
+    get = ds.add_parser("get", help="the latest definition (or --version N)",
+                        description="Print a dataset's latest definition, or version N.")
+    get.add_argument("project_id", type=_id("project"), help="the project")
+    get.add_argument("dataset_id", type=_id("dataset"), help="the dataset")
+    get.add_argument("--version", type=_positive, default=None, metavar="N",
+                     help="print version N (1, 2, ...) instead of the latest")
     get.set_defaults(func=_cmd_datasets_get)
-    lst = ds.add_parser("list", help="the datasets of a project")
-    lst.add_argument("project_id", type=_id("project"))
+    lst = ds.add_parser("list", help="the datasets of a project",
+                        description="List the datasets of a project (without definitions).")
+    lst.add_argument("project_id", type=_id("project"), help="the project")
     lst.set_defaults(func=_cmd_datasets_list)
-    delete = ds.add_parser("delete", help="delete a dataset (queued and written data stay)")
-    delete.add_argument("project_id", type=_id("project"))
-    delete.add_argument("dataset_id", type=_id("dataset"))
+    delete = ds.add_parser(
+        "delete", help="delete a dataset (queued and written data stay)",
+        description="Delete a dataset and its versions: new records for it are refused; "
+                    "records already queued or written stay.",
+    )
+    delete.add_argument("project_id", type=_id("project"), help="the project")
+    delete.add_argument("dataset_id", type=_id("dataset"), help="the dataset")
     delete.set_defaults(func=_cmd_datasets_delete)
 
-    keys = sub.add_parser("keys", help="project API keys")
-    ks = keys.add_subparsers(dest="keys_command", required=True)
-    create = ks.add_parser("create", help="create a key (the token is printed once)")
-    create.add_argument("project_id", type=_id("project"))
+    keys = sub.add_parser(
+        "keys", help="project API keys",
+        description="API keys: each lets a client send records to a project's datasets, "
+                    "counted against one user's quota.",
+    )
+    ks = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = ks.add_parser(
+        "create", help="create a key (the token is printed once)",
+        description="Create an API key; its token is printed once and never stored.",
+    )
+    create.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
     create.add_argument("--user", required=True, type=_id("user"),
                         help="the user whose quota the key's records count against")
     create.set_defaults(func=_cmd_keys_create)
-    klist = ks.add_parser("list", help="the live keys of a project (no secrets)")
-    klist.add_argument("project_id", type=_id("project"))
+    klist = ks.add_parser("list", help="the live keys of a project (no secrets)",
+                          description="List the live keys of a project (ids, users; no "
+                                      "tokens).")
+    klist.add_argument("project_id", type=_id("project"), help="the project")
     klist.set_defaults(func=_cmd_keys_list)
-    revoke = ks.add_parser("revoke", help="revoke a key (every instance within a second)")
-    revoke.add_argument("project_id", type=_id("project"))
-    revoke.add_argument("key_id", type=_id("key"))
+    revoke = ks.add_parser(
+        "revoke", help="revoke a key (every instance within a second)",
+        description="Revoke an API key: every instance refuses it within a second.",
+    )
+    revoke.add_argument("project_id", type=_id("project"), help="the project")
+    revoke.add_argument("key_id", type=_id("key"), help="the key's id (from keys list)")
     revoke.set_defaults(func=_cmd_keys_revoke)

@@ -1,7 +1,8 @@
 """One structured log line per request: method, path, status, records, duration, request id.
 
 Never the Authorization header, never a body. Pure ASGI (no BaseHTTPMiddleware) so the hot
-path pays for one dict and one log call.
+path pays for one dict and one log call. The same middleware gives every answer that passes
+through it (admin, probes, Starlette's own 404/405, error answers) its ``X-Request-Id``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strictgate.request_id import id_of_request
 
 log = logging.getLogger("strictgate.access")
 
@@ -28,11 +31,18 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500
+        state: dict[str, Any] = scope.setdefault("state", {})
+        # Settled before the app runs, so an exception handler can name it too.
+        state["request_id"] = id_of_request(state, _header(scope, b"x-request-id"))
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", state["request_id"].encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -40,6 +50,13 @@ class AccessLog:
         finally:
             route = scope.get("route")
             record_request(scope, getattr(route, "path", None) or "unmatched", status, started)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def record_request(scope: Scope, route_name: str, status: int, started: float) -> None:

@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from quota.cli import register as register_quota
 from registry.cli import register as register_registry
+from strictgate.cli_redis import NoRedisError
+from strictgate.datadir import DataDirError
+from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
 from worker.cli import register as register_worker
+
+DESCRIPTION = (
+    "Self-hosted ingest gateway: strict per-dataset JSON validation, exact monthly quotas, "
+    "durable queueing. `strictgate serve` runs the API (and the worker); the other commands "
+    "manage datasets, API keys, quotas and usage of a running service."
+)
+EPILOG = (
+    "Configuration comes from environment variables (STRICTGATE_PORT, STRICTGATE_DATA_DIR, "
+    "REDIS_URL, ...; see the README). Commands other than serve and worker talk to REDIS_URL, "
+    "or to the embedded server of the service running on STRICTGATE_DATA_DIR."
+)
+
+
+def package_version() -> str:
+    """The installed package's version (pyproject's ``version``)."""
+    try:
+        return version("strictgate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def configure_logging(level: str) -> None:
@@ -22,27 +46,29 @@ def configure_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app import create_app
+    from strictgate.server import serve
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
-    return 0
+    return serve(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="strictgate", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the API (and the worker) on STRICTGATE_PORT")
+    parser = argparse.ArgumentParser(prog="strictgate", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve", help="serve the API (and the worker) on STRICTGATE_HOST:STRICTGATE_PORT",
+        description=(
+            "Serve the HTTP API on STRICTGATE_HOST:STRICTGATE_PORT, with the queue worker in "
+            "the same process (STRICTGATE_RUN_WORKER) and, without REDIS_URL, an embedded "
+            "Redis-compatible server whose data lives in STRICTGATE_DATA_DIR. One service "
+            "per data dir: a second one exits at once. Stop with Ctrl-C or SIGTERM."
+        ),
+    )
     serve.set_defaults(func=_serve)
     register_quota(sub)
     register_registry(sub)
@@ -59,6 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"strictgate: {exc}", file=sys.stderr)
         return 2
+    except (DataDirError, CannotListenError, NoRedisError) as exc:
+        print(f"strictgate: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader went away (`strictgate ... | head`): no traceback, and none again when
+        # Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
 
 

@@ -1,14 +1,19 @@
 """How CLI commands find Redis: ``REDIS_URL``, else the embedded server of a running
-``make run`` (its URL is written to ``<data dir>/redis.url``)."""
+``make run`` (its URL is written to ``<data dir>/redis.url``, its password is in
+``<data dir>/redis-password``)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
+from strictgate.datadir import REDIS_URL_FILE
+from strictgate.embedded import password_path, service_auth_url
 from strictgate.settings import Settings, load_settings
 
 
@@ -16,17 +21,47 @@ class NoRedisError(RuntimeError):
     """Neither REDIS_URL nor a running embedded server."""
 
 
+def no_service(settings: Settings) -> NoRedisError:
+    """The error of a CLI command run without REDIS_URL while no service runs."""
+    return NoRedisError(
+        f"no running service for {settings.data_dir.resolve()} "
+        "(start it with `make run`, or set REDIS_URL)"
+    )
+
+
+def _answers(url: str) -> bool:
+    """Whether something accepts connections at the embedded server's address: a
+    ``redis.url`` left by a killed service names a closed port."""
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "unix":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(parts.path)
+        else:
+            socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379),
+                                     timeout=2.0).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def cli_redis_url(settings: Settings) -> str:
-    """The Redis URL a CLI command should use."""
+    """The Redis URL a CLI command should use: ``REDIS_URL``, else the embedded server of
+    the service running on the data dir (:func:`no_service` when there is none)."""
     if settings.redis_url:
         return settings.redis_url
-    path = settings.data_dir / "redis.url"
-    if path.exists():
-        return path.read_text().strip()
-    raise NoRedisError(
-        "no Redis to talk to: set REDIS_URL, or start the service (make run) so its "
-        f"embedded server's URL is written to {path}"
-    )
+    try:
+        url = (settings.data_dir / REDIS_URL_FILE).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        raise no_service(settings) from None
+    if not _answers(url):
+        raise no_service(settings)
+    try:
+        return service_auth_url(settings.data_dir, url)
+    except PermissionError:
+        raise NoRedisError(f"cannot read {password_path(settings.data_dir).resolve()}: run "
+                           "the command as the user of the service") from None
 
 
 def fail(message: str) -> int:

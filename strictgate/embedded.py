@@ -13,23 +13,72 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
+
+from strictgate.redis_target import with_password
+from strictgate.secrets import load_or_create_secret
+from strictgate.settings import REDIS_FSYNC_CHOICES
+
+PASSWORD_FILE = "redis-password"
+"""Name, in the data dir, of the embedded server's password (mode 0600)."""
+
+# A password travels to the server on its stdin as a config line: only these characters, so
+# no quoting is needed (load_or_create_secret makes url-safe base64, which fits).
+_PASSWORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):  # not Linux: best effort only
+        return None
+
+
+# Loaded in the parent: the child between fork and exec must not import anything (another
+# thread may hold the import lock at fork time).
+_PRCTL = _load_prctl()
 
 
 def _die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM the server when its parent dies, so a
     killed service never leaves an orphan server holding the data dir."""
-    try:
-        import ctypes
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: best effort only
-        pass
+
+def password_path(data_dir: Path) -> Path:
+    """Where the embedded server's password of the service on ``data_dir`` is kept."""
+    return Path(data_dir) / PASSWORD_FILE
+
+
+def service_auth_url(data_dir: Path, url: str) -> str:
+    """``url`` (of the embedded server of the service on ``data_dir``) with its password from
+    ``<data dir>/redis-password`` when there is one: what the CLI connects with. Never log
+    the result. Raises ``PermissionError`` when the file is not the caller's to read."""
+    try:
+        password = password_path(data_dir).read_text("ascii").strip()
+    except FileNotFoundError:  # a service from before passwords
+        return url
+    return with_password(url, password) if password else url
+
+
+def exit_description(returncode: int) -> str:
+    """A process's exit as words: ``killed by SIGKILL`` or ``exited with status 1``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with status {returncode}"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -67,18 +116,41 @@ class EmbeddedServer:
         *,
         port: int | None = None,
         persist: bool = True,
+        fsync: str = "always",
+        password: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        if fsync not in REDIS_FSYNC_CHOICES:
+            raise EmbeddedServerError(f"appendfsync must be one of {REDIS_FSYNC_CHOICES}")
+        if password is not None and (not password or set(password) - _PASSWORD_CHARS):
+            raise EmbeddedServerError(
+                "the embedded server's password must be letters, digits and -_.~ only")
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.persist = persist
+        self.fsync = fsync
+        self.password = password
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def for_service(cls, data_dir: Path, fsync: str = "always") -> EmbeddedServer:
+        """The server of the service on ``data_dir``: files under ``<data dir>/redis``,
+        password from (or generated into) ``<data dir>/redis-password``."""
+        password, _created = load_or_create_secret(password_path(data_dir))
+        return cls(Path(data_dir) / "redis", fsync=fsync, password=password)
+
     @property
     def url(self) -> str:
-        """The ``redis://`` URL of this server."""
+        """The ``redis://`` URL of this server, without its password (safe to show)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def auth_url(self) -> str:
+        """The URL to connect with, password included: never log or print it."""
+        if self.password is None:
+            return self.url
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
         """The argv that starts the server."""
@@ -92,19 +164,28 @@ class EmbeddedServer:
             "--save", "",
         ]
         if self.persist:
-            # AOF with fsync every second: the queue and counters survive a restart of the
-            # service; see README "Durability" for the trade-off against appendfsync always.
-            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            # AOF: the queue and counters survive a restart of the service. appendfsync
+            # "always" (the default) fsyncs before replying (one fsync per event-loop turn,
+            # shared by every write of that turn), so a 2xx also survives power loss; see
+            # README "Durability" for the other choices.
+            args += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
             args += ["--appendonly", "no"]
-        return args + list(self.extra_args)
+        args += list(self.extra_args)
+        if self.password is not None:
+            # "-" as the last argument: read more config from stdin. The password goes there,
+            # not in argv, which any local user can read in /proc/<pid>/cmdline.
+            args.append("-")
+        return args
 
-    def start(self, timeout: float = 10.0) -> EmbeddedServer:
-        """Start the server and wait until it answers PING."""
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the server process without waiting for it (see :meth:`start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # the AOF holds every queued record and key: the owner only
+        self.data_dir.chmod(0o700)
         self.process = subprocess.Popen(
             self.command(),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if self.password is not None else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # own session: Ctrl-C on `make run` reaches the service, which then stops the
@@ -112,13 +193,31 @@ class EmbeddedServer:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
+        if self.process.stdin is not None:
+            # BrokenPipeError: it died at once; start() and the supervisor report its exit
+            with contextlib.suppress(BrokenPipeError):
+                try:
+                    self.process.stdin.write(f"requirepass {self.password}\n".encode("ascii"))
+                finally:
+                    self.process.stdin.close()
+        return self.process
+
+    def client(self, socket_timeout: float | None = None) -> redis.Redis:
+        """A synchronous client on this server (authenticated when it has a password)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=socket_timeout)
+
+    def start(self, timeout: float = 10.0) -> EmbeddedServer:
+        """Start the server and wait until it answers PING."""
+        self.spawn()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        client = self.client(socket_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise EmbeddedServerError(
-                        f"valkey-server exited with {self.process.returncode}; "
+                        f"valkey-server {exit_description(self.process.returncode)}; "
                         f"see {self.data_dir / 'valkey.log'}"
                     )
                 try:

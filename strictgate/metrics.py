@@ -41,8 +41,17 @@ class Metrics:
         )
         self.worker_lag = Gauge(
             "strictgate_worker_lag_seconds",
-            "Age of the oldest entry in the worker's last written batch",
+            "Age of the oldest queued record not yet written (0 when the queues are empty)",
             registry=self.registry,
+        )
+        # labelled by sink so that a process without a worker exports no sink state at all
+        self.sink_up = Gauge(
+            "strictgate_sink_up", "1 while the output sink writes, 0 while it fails",
+            ["sink"], registry=self.registry,
+        )
+        self.sink_errors = Counter(
+            "strictgate_sink_errors", "Failed attempts to write a batch, by cause (errno name)",
+            ["sink", "cause"], registry=self.registry,
         )
         self.records_written = Counter(
             "strictgate_records_written", "Records written to output files by the worker",

@@ -7,9 +7,13 @@ that a typo (``STRICTGATE_PROT=9000``) fails loudly at start instead of being ig
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -32,9 +36,21 @@ class Settings:
     max_records: int = 10_000
     run_worker: bool = True
     log_level: str = "info"
+    # A client must send a request's whole head within this many seconds of opening the
+    # connection (or of its first byte, for the next request on a kept-alive connection):
+    # slow-loris and never-speaking connections are closed instead of held forever.
+    header_timeout_s: float = 10.0
+    # An idle kept-alive connection is closed after this many seconds.
+    keepalive_timeout_s: float = 5.0
+    # Open connections above which a request is answered 503 (server_busy); None: half the
+    # open-file limit, so the connections answered 503 still find a descriptor.
+    max_connections: int | None = None
     # Read by validator/compiled.py itself at import (it is imported before settings are
     # loaded); here so that the value is checked at start like every other.
     scanner: bool = True
+    # appendfsync of the embedded valkey (ignored with REDIS_URL): "always" makes a 2xx
+    # survive power loss; see README "Durability" for the trade-off.
+    redis_fsync: str = "always"
 
     @property
     def redis_deadline_s(self) -> float:
@@ -56,10 +72,25 @@ _ENV: dict[str, str] = {
     "STRICTGATE_MAX_RECORDS": "max_records",
     "STRICTGATE_RUN_WORKER": "run_worker",
     "STRICTGATE_LOG_LEVEL": "log_level",
+    "STRICTGATE_HEADER_TIMEOUT_S": "header_timeout_s",
+    "STRICTGATE_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
+    "STRICTGATE_MAX_CONNECTIONS": "max_connections",
     "STRICTGATE_SCANNER": "scanner",
+    "STRICTGATE_REDIS_FSYNC": "redis_fsync",
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_ENV)
+
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
+"""Values of ``STRICTGATE_LOG_LEVEL`` (any case)."""
+
+REDIS_URL_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+"""Schemes ``REDIS_URL`` may use (those redis-py's ``from_url`` knows)."""
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+REDIS_FSYNC_CHOICES: tuple[str, ...] = ("always", "everysec", "no")
+"""Values of ``STRICTGATE_REDIS_FSYNC`` (valkey's ``appendfsync``)."""
 
 
 def _parse_int(name: str, raw: str, minimum: int) -> int:
@@ -79,6 +110,81 @@ def _parse_bool(name: str, raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be a boolean (1/0/true/false), got {raw[:40]!r}")
+
+
+def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw[:40]!r}") from None
+    # "not <=" also refuses nan
+    if not minimum < value <= maximum:
+        raise SettingsError(f"{name} must be > {minimum:g} and <= {maximum:g}, got {raw[:40]!r}")
+    return value
+
+
+def _parse_log_level(name: str, raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {'/'.join(LOG_LEVELS)}, got {raw[:40]!r}")
+    return level
+
+
+def _parse_host(name: str, raw: str) -> str:
+    """A literal IP address, or a host name that is well formed and resolves (the address
+    to listen on: better refused now than after the embedded server and worker started)."""
+    host = raw.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise SettingsError(f"{name} must be an IP address or a host name, got {raw[:40]!r}")
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "invalid name"
+        raise SettingsError(f"{name} {host[:60]!r} does not resolve: {reason}") from None
+    return host
+
+
+def _shown_url(raw: str) -> str:
+    # a URL may carry a password: never quote what comes before the last "@"
+    value = raw.strip()
+    if "@" in value:
+        scheme, sep, _ = value.partition("://")
+        value = (scheme + sep if sep else "") + "***@" + value.rsplit("@", 1)[1]
+    return value[:80]
+
+
+def _parse_redis_url(name: str, raw: str) -> str:
+    """A URL redis-py's ``from_url`` can connect with: ``redis://host[:port][/db]``,
+    ``rediss://...`` or ``unix:///path[?db=n]``."""
+    url = raw.strip()
+    shown = _shown_url(raw)
+    parts = urlsplit(url)
+    if "://" not in url or parts.scheme not in REDIS_URL_SCHEMES:
+        raise SettingsError(
+            f"{name} must be a redis://, rediss:// or unix:// URL, got {shown!r}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise SettingsError(f"{name} must name a socket path (unix:///path), got {shown!r}")
+        return url
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name} has an invalid port: {shown!r}") from None
+    if not parts.hostname:
+        raise SettingsError(f"{name} must name a host (redis://host:port/db), got {shown!r}")
+    if port == 0:
+        raise SettingsError(f"{name} has an invalid port: {shown!r}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise SettingsError(f"{name} database must be a number (redis://host:port/0), "
+                            f"got {shown!r}")
+    return url
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,8 +213,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, 1)
         elif field in ("run_worker", "scanner"):
             values[field] = _parse_bool(name, raw)
+        elif field == "redis_fsync":
+            if raw.strip() not in REDIS_FSYNC_CHOICES:
+                raise SettingsError(f"{name} must be one of {'/'.join(REDIS_FSYNC_CHOICES)}, "
+                                    f"got {raw[:40]!r}")
+            values[field] = raw.strip()
         elif field == "data_dir":
             values[field] = Path(raw)
+        elif field in ("header_timeout_s", "keepalive_timeout_s"):
+            values[field] = _parse_float(name, raw, 0.0, 3600.0)
+        elif field == "max_connections":
+            values[field] = _parse_int(name, raw, 1)
+        elif field == "log_level":
+            values[field] = _parse_log_level(name, raw)
+        elif field == "host":
+            values[field] = _parse_host(name, raw)
+        elif field == "redis_url":
+            values[field] = _parse_redis_url(name, raw)
         else:
             values[field] = raw
     return Settings(**values)  # type: ignore[arg-type]

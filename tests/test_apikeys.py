@@ -22,6 +22,8 @@ from registry.apikeys import (
     AuthError,
     KeyService,
     Principal,
+    pinned_header,
+    signed_claims,
 )
 
 SECRET = "apikeys-test-secret-" + "0123456789abcdef" * 4
@@ -124,6 +126,45 @@ async def test_other_algorithms_are_rejected(service: KeyService) -> None:
     for alg in ("HS384", "HS512"):
         token = jwt.encode(claims, SECRET, algorithm=alg, headers={"kid": key.key_id})
         assert (await _reject(service, token)).code == "invalid_api_key"
+
+
+# The two algorithm pins, each on its own: a test that only goes through verify() would
+# pass with either one removed, since the other still refuses the token.
+
+CLAIMS = {"project_id": "p1", "user_id": "alice", "kid": "k1", "iat": 1_780_000_000}
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512", "none", "None", "RS256", "ES256", "hs256",
+                                 "HS256 ", None])
+def test_header_pin_refuses_any_other_algorithm(alg: str | None) -> None:
+    header: dict[str, Any] = {"typ": "JWT", "kid": "k1"}
+    if alg is not None:
+        header["alg"] = alg
+    genuine = jwt.encode(CLAIMS, SECRET, algorithm="HS256", headers={"kid": "k1"})
+    # the genuine token's payload and signature under the other header
+    forged = _b64(header) + "." + genuine.split(".", 1)[1]
+    with pytest.raises(AuthError) as info:
+        pinned_header(forged)
+    assert (info.value.message, info.value.code) == (INVALID_KEY, "invalid_api_key")
+    assert pinned_header(genuine)["alg"] == "HS256"
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_signature_pin_refuses_another_hmac_with_the_right_secret(alg: str) -> None:
+    forged = jwt.encode(CLAIMS, SECRET, algorithm=alg, headers={"kid": "k1"})
+    with pytest.raises(AuthError) as info:
+        signed_claims(forged, SECRET)
+    assert (info.value.message, info.value.code) == (INVALID_KEY, "invalid_api_key")
+    genuine = jwt.encode(CLAIMS, SECRET, algorithm="HS256", headers={"kid": "k1"})
+    assert signed_claims(genuine, SECRET) == CLAIMS
+
+
+def test_signature_pin_refuses_unsigned_tokens() -> None:
+    for alg in ("none", "None"):
+        unsigned = _b64({"alg": alg, "typ": "JWT"}) + "." + _b64(CLAIMS) + "."
+        with pytest.raises(AuthError):
+            signed_claims(unsigned, SECRET)
 
 
 async def test_wrong_signature_is_rejected(service: KeyService) -> None:

@@ -132,9 +132,9 @@ def check_exactly_once(svc: Service, server_url: str, log: Log) -> list[dict[str
 
 @pytest.fixture
 def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
-    """A private persistent server (AOF fsync always: a SIGKILL loses nothing acknowledged)."""
-    server = EmbeddedServer(tmp_path / "own-redis", persist=True,
-                            extra_args=("--appendfsync", "always")).start()
+    """A private persistent server (AOF, fsync always by default: a SIGKILL loses nothing
+    acknowledged)."""
+    server = EmbeddedServer(tmp_path / "own-redis", persist=True).start()
     try:
         yield server
     finally:

@@ -30,6 +30,28 @@ def test_settings_reject_unknown_and_malformed_keys() -> None:
         load_settings({"STRICTGATE_DEFAULT_MONTHLY_QUOTA": "-2"})
 
 
+def test_settings_accept_the_valid_forms_of_the_checked_values() -> None:
+    s = load_settings({"STRICTGATE_LOG_LEVEL": "WARNING", "STRICTGATE_HOST": "localhost",
+                       "REDIS_URL": "rediss://:pw@cache.example:6380/2",
+                       "STRICTGATE_HEADER_TIMEOUT_S": "2.5", "STRICTGATE_MAX_CONNECTIONS": "50"})
+    assert (s.log_level, s.host, s.header_timeout_s, s.max_connections) == (
+        "warning", "localhost", 2.5, 50)
+    assert s.redis_url == "rediss://:pw@cache.example:6380/2"
+    for host in ("0.0.0.0", "::", "::1", "127.0.0.1"):
+        assert load_settings({"STRICTGATE_HOST": host}).host == host
+    for url in ("redis://127.0.0.1", "redis://localhost:6379/0", "unix:///tmp/v.sock?db=1"):
+        assert load_settings({"REDIS_URL": url}).redis_url == url
+    d = load_settings({})
+    assert (d.header_timeout_s, d.keepalive_timeout_s, d.max_connections) == (10.0, 5.0, None)
+
+
+def test_settings_never_quote_a_redis_password() -> None:
+    for url in ("redis://:s3cret@host:bad/0", "s3cret@host:6379", "redis://u:s3cret@/0"):
+        with pytest.raises(SettingsError) as info:
+            load_settings({"REDIS_URL": url})
+        assert "s3cret" not in str(info.value) and "***@" in str(info.value)
+
+
 def test_secret_created_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "d" / "admin-token"
     first, created = load_or_create_secret(path)

@@ -28,6 +28,19 @@ PAYLOAD_RULES_DEFINITION = {
 }
 
 
+def _error(message: str, code: str, field: str | None = None) -> dict[str, Any]:
+    """The whole body of a one-error answer."""
+    return {"success": False, "error": message,
+            "errors": [{"code": code, "field": field, "message": message}]}
+
+
+def _nothing_queued(svc: Service, sync_redis: redis.Redis) -> None:
+    """No record written, none left in a queue, nothing counted for u1."""
+    assert svc.drain() == []
+    assert all(sync_redis.xlen(q) == 0 for q in sync_redis.keys("queue:*"))
+    assert sync_redis.get(keys.usage_total_key("u1", keys.period_of(_now()))) is None
+
+
 def _strip_meta(line: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in line.items() if not k.startswith("__")}
 
@@ -96,12 +109,17 @@ def test_header_selects_dataset_on_legacy_paths(svc: Service, key: str) -> None:
     assert {p.parts[-3] for p in (svc.data_dir / "output").rglob("*.jsonl")} == {"13"}
 
 
-def test_header_agreeing_with_path_is_fine_and_conflict_is_400(svc: Service, key: str) -> None:
+def test_header_agreeing_with_path_is_fine_and_conflict_is_400(
+    svc: Service, key: str, sync_redis: redis.Redis,
+) -> None:
     assert svc.post("/datasets/13", key, SEED_SINGLE,
                     **{"X-Loguro-Dataset-Id": "13"}).status_code == 202
     r = svc.post("/datasets/13", key, SEED_SINGLE, **{"X-Loguro-Dataset-Id": "14"})
     assert r.status_code == 400
-    assert r.json()["errors"][0]["code"] == "dataset_id_conflict"
+    assert r.json() == _error("X-Loguro-Dataset-Id does not match the dataset ID in the path",
+                              "dataset_id_conflict", "X-Loguro-Dataset-Id")
+    assert len(svc.drain()) == 1  # the first request's record only
+    assert int(sync_redis.get(keys.usage_total_key("u1", keys.period_of(_now()))) or 0) == 1
 
 
 # --- the seed's error table, row by row ----------------------------------------------------
@@ -118,11 +136,17 @@ def test_dataset_of_another_project_answers_like_a_missing_one(svc: Service, key
     assert (other.status_code, other.json()) == (missing.status_code, missing.json())
 
 
-def test_invalid_dataset_id(svc: Service, key: str) -> None:
+def test_invalid_dataset_id(svc: Service, key: str, sync_redis: redis.Redis) -> None:
     r = svc.post("/datasets/-bad", key, SEED_SINGLE)
-    assert (r.status_code, r.json()["error"]) == (400, "Invalid dataset ID")
+    assert r.status_code == 400
+    assert r.json() == _error("Invalid dataset ID", "invalid_dataset_id", "dataset_id")
     r = svc.post("/datasets", key, SEED_SINGLE, **{"X-Loguro-Dataset-Id": "a b"})
-    assert (r.status_code, r.json()["error"]) == (400, "Invalid dataset ID")
+    assert r.status_code == 400
+    assert r.json() == _error("Invalid dataset ID", "invalid_dataset_id", "dataset_id")
+    _nothing_queued(svc, sync_redis)
+    # nor created: no dataset or queue of that name exists afterwards
+    assert svc.admin("GET", "/admin/projects/p1/datasets/-bad").status_code in (400, 404)
+    assert sync_redis.keys("queue:*") == []
 
 
 def test_missing_project_claim_in_token(svc: Service, key: str) -> None:
@@ -135,18 +159,21 @@ def test_missing_project_claim_in_token(svc: Service, key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "message"),
+    ("path", "body", "message", "code"),
     [
-        ("/datasets/13", b"{not json", "Invalid JSON body"),
-        ("/datasets/13/batch", b"[{", "Invalid JSON body"),
-        ("/datasets/13", b"[1, 2]", "Payload must be an object"),
-        ("/datasets/13/batch", b"[]", "Batch body must be a non-empty array"),
-        ("/datasets/13/batch", b"{}", "Batch body must be a non-empty array"),
+        ("/datasets/13", b"{not json", "Invalid JSON body", "invalid_json"),
+        ("/datasets/13/batch", b"[{", "Invalid JSON body", "invalid_json"),
+        ("/datasets/13", b"[1, 2]", "Payload must be an object", "not_an_object"),
+        ("/datasets/13/batch", b"[]", "Batch body must be a non-empty array", "empty_batch"),
+        ("/datasets/13/batch", b"{}", "Batch body must be a non-empty array", "not_an_array"),
     ],
 )
-def test_body_errors(svc: Service, key: str, path: str, body: bytes, message: str) -> None:
+def test_body_errors(svc: Service, key: str, sync_redis: redis.Redis, path: str, body: bytes,
+                     message: str, code: str) -> None:
     r = svc.post(path, key, body)
-    assert (r.status_code, r.json()["error"], r.json()["success"]) == (400, message, False)
+    assert r.status_code == 400
+    assert r.json() == _error(message, code)
+    _nothing_queued(svc, sync_redis)
 
 
 def _without(name: str) -> dict[str, Any]:
@@ -218,10 +245,13 @@ def test_bad_or_missing_key_is_401(svc: Service, key: str, auth: str | None) -> 
     assert r.json()["success"] is False
 
 
-def test_revoked_key_is_refused(svc: Service, key: str) -> None:
+def test_revoked_key_is_refused(svc: Service, key: str, sync_redis: redis.Redis) -> None:
     key_id = jwt.decode(key, options={"verify_signature": False})["kid"]
     assert svc.admin("DELETE", f"/admin/projects/p1/keys/{key_id}").status_code in (200, 204)
-    assert svc.post("/datasets/13", key, SEED_SINGLE).status_code == 401
+    r = svc.post("/datasets/13", key, SEED_SINGLE)
+    assert r.status_code == 401
+    assert r.json() == _error("Unknown or revoked API key", "api_key_revoked")
+    _nothing_queued(svc, sync_redis)
 
 
 # --- quota, idempotency --------------------------------------------------------------------
@@ -261,10 +291,23 @@ def test_idempotency_key_replays_and_conflicts(
 
 # --- edge: content type, encodings, size -----------------------------------------------------
 
-def test_content_type_must_be_json(svc: Service, key: str) -> None:
-    r = svc.client.post("/datasets/13", content=json.dumps(SEED_SINGLE),
-                        headers={"Authorization": f"Bearer {key}", "Content-Type": "text/plain"})
+@pytest.mark.parametrize(("content_type", "message", "code"), [
+    ("text/plain", "Content-Type must be application/json", "unsupported_media_type"),
+    (None, "Content-Type must be application/json", "unsupported_media_type"),
+    ("application/json; charset=latin-1", "Only the utf-8 charset is supported",
+     "unsupported_charset"),
+])
+def test_content_type_must_be_json(
+    svc: Service, key: str, sync_redis: redis.Redis, content_type: str | None, message: str,
+    code: str,
+) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    r = svc.client.post("/datasets/13", content=json.dumps(SEED_SINGLE), headers=headers)
     assert r.status_code == 415
+    assert r.json() == _error(message, code)
+    _nothing_queued(svc, sync_redis)
 
 
 def test_gzip_and_zstd_bodies(svc: Service, key: str) -> None:
@@ -275,6 +318,8 @@ def test_gzip_and_zstd_bodies(svc: Service, key: str) -> None:
         assert r.status_code == 202, r.text
     r = svc.post("/datasets/13/batch", key, raw, **{"Content-Encoding": "br"})
     assert r.status_code == 415
+    assert r.json() == _error("Content-Encoding must be gzip, zstd or identity",
+                              "unsupported_content_encoding")
     assert len(svc.drain()) == 4
 
 
@@ -299,7 +344,7 @@ def test_body_and_record_caps(data_dir: Path, redis_url: str, sync_redis: redis.
 
 def test_surface_endpoints(svc: Service, key: str) -> None:
     assert svc.client.get("/healthz").status_code == 200
-    assert svc.client.get("/readyz").json() == {"status": "ready"}
+    assert svc.client.get("/readyz").json()["status"] == "ready"
     svc.post("/datasets/13/batch", key, SEED_BATCH)
     svc.post("/datasets/13", key, {**SEED_SINGLE, "amount": "x"})
     text = svc.client.get("/metrics").text

@@ -1,6 +1,6 @@
 """The ingest routes' short way in (ingest/front.py): taken for the four POST routes, the
 same answers, metrics and errors as through Starlette, everything else routed as before.
-Also the request ids it hands out (ingest/selectors.py RequestIds)."""
+Also the request ids it hands out (strictgate/request_id.py RequestIds)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 import ingest.handlers
 from ingest.front import ingest_lane
-from ingest.selectors import RequestIds
+from strictgate.request_id import RequestIds
 from tests.ingest_fixtures import SEED_BATCH, SEED_SINGLE, Service
 
 

@@ -17,6 +17,7 @@ import redis
 
 from quota import keys
 from strictgate.embedded import EmbeddedServer
+from strictgate.unavailable import INGEST_UNAVAILABLE_MESSAGE
 from tests.ingest_fixtures import (
     SEED_BATCH,
     SEED_DEFINITION,
@@ -79,20 +80,34 @@ def test_redis_down_is_503_with_retry_after_then_recovers(
             key = svc.create_key("p1", "u1")
             assert svc.post("/datasets/13", key, SEED_SINGLE).status_code == 202
             server.kill()
+            # Which layer meets the outage first depends on the age of the per-process
+            # caches (0.5 s poll): wait until the key cache must ask Redis, so this request
+            # fails in authentication, every time. The admission's own 503 is reached on
+            # purpose in test_ingest_answers.py (writes paused, reads served).
+            ctx = svc.client.app.state.ctx  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 5
+            while ctx.keys.cached(key) is not None:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             down = svc.post("/datasets/13", key, SEED_SINGLE)
             assert down.status_code == 503, down.text
-            assert int(down.headers["Retry-After"]) >= 1
-            assert "Traceback" not in down.text
+            assert down.headers["Retry-After"] == "1"
+            assert down.json() == {
+                "success": False, "error": INGEST_UNAVAILABLE_MESSAGE,
+                "errors": [{"code": "unavailable", "field": None,
+                            "message": INGEST_UNAVAILABLE_MESSAGE}],
+            }
             assert svc.client.get("/readyz").status_code == 503
+            # The server comes back empty (not persisted): whether the old key still passes
+            # would depend on the caches' age again, so register and sign anew; the service
+            # itself needs no restart. Its admission connection died with the server: the
+            # first admission may find that out (a 503), the next one reconnects.
             server.start()
-            deadline = time.monotonic() + 10
-            status = 0
-            while time.monotonic() < deadline:
-                status = svc.post("/datasets/13", key, SEED_SINGLE).status_code
-                if status == 202:
-                    break
-                time.sleep(0.2)
-            assert status == 202
+            svc.put_dataset("p1", "13", SEED_DEFINITION)
+            key = svc.create_key("p1", "u1")
+            statuses = [svc.post("/datasets/13", key, SEED_SINGLE).status_code
+                        for _ in range(2)]
+            assert statuses in ([202, 202], [503, 202]), statuses
     finally:
         server.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -94,3 +95,27 @@ def test_make_run_serves_the_seed_end_to_end(tmp_path: Path) -> None:
             proc.wait(5)
     # the embedded server's data persisted under the data dir
     assert (data_dir / "redis").is_dir()
+
+
+def _make(*args: str) -> str:
+    done = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+def test_make_help_lists_every_target_with_one_line() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):(?!=)", makefile, re.MULTILINE))
+    assert {"run", "test", "help", "clean"} <= targets
+    lines = _make("help").splitlines()
+    listed = {line.split()[0] for line in lines[1:]}
+    assert listed == targets
+    assert all(len(line.split()) > 1 for line in lines[1:])  # a description on each
+
+
+def test_first_make_run_says_what_it_does_and_shows_pip_progress() -> None:
+    # -n: print what a first `make run` (stamp older than pyproject.toml) would run
+    commands = _make("-n", "-W", "pyproject.toml", "run").splitlines()
+    assert commands[0].startswith('echo "strictgate: installing dependencies into .venv')
+    pip = next(c for c in commands if " -m pip install " in c)
+    assert "--quiet" not in pip and " -q " not in pip and "--progress-bar on" in pip

@@ -17,11 +17,12 @@ from starlette.testclient import TestClient
 from admin import quota as admin_quota
 from quota.admission import QuotaService
 from quota.ledger import Ledger
+from quota.periods import period_end
 from strictgate.cli import main
 from strictgate.context import AppContext
 from strictgate.errors import ApiError, error_response
 from strictgate.settings import load_settings
-from tests.test_quota_admission import FIXED
+from tests.test_quota_admission import FIXED, this_month
 
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,12 +97,16 @@ def test_bad_user_id_and_missing_token(http: TestClient) -> None:
 
 def test_usage_of_the_current_and_a_named_month(http: TestClient, sync_redis: redis.Redis
                                                  ) -> None:
-    sync_redis.set("usage_total:datasets:{u1}:2031-06", 40)
-    sync_redis.set("usage_delta:datasets:{u1}:2031-06", 15)
+    # "current" is Redis's month, whatever the app's clock (FIXED, years ahead) says
+    month = this_month()
+    sync_redis.set(f"usage_total:datasets:{{u1}}:{month}", 40)
+    sync_redis.set(f"usage_delta:datasets:{{u1}}:{month}", 15)
     sync_redis.set("usage_total:datasets:{u1}:2031-05", 7)
+    sync_redis.set("usage_total:datasets:{u1}:2031-06", 99)  # the app clock's month
     assert http.get("/admin/users/u1/usage", headers=AUTH).json() == {
-        "user_id": "u1", "limit": 100, "used": 40, "remaining": 60, "period": "2031-06",
-        "resets_at": "2031-07-01T00:00:00Z", "flushed": 25, "unflushed": 15,
+        "user_id": "u1", "limit": 100, "used": 40, "remaining": 60, "period": month,
+        "resets_at": period_end(month).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "flushed": 25, "unflushed": 15,
     }
     may = http.get("/admin/users/u1/usage?period=2031-05", headers=AUTH).json()
     assert (may["used"], may["flushed"], may["resets_at"]) == (7, 7, "2031-06-01T00:00:00Z")

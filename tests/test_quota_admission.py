@@ -1,12 +1,13 @@
 """Admission against a real Redis: exact keys, exact counts under concurrency, idempotency,
-month boundaries — on a standalone server and on a 3-master Redis Cluster started here."""
+the month taken from Redis's clock whatever the caller's — on a standalone server and on a
+3-master Redis Cluster started here."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,13 +24,24 @@ from quota.admission import (
     QuotaExceeded,
     QuotaService,
 )
+from quota.periods import expire_at, parse_period, period_end
 from quota.script import AnyRedis
 from strictgate.embedded import EmbeddedServer, EmbeddedServerError, free_port, server_binary
 
-# Fixed clocks lie in the future: usage keys expire at an absolute time a few months after
-# their month, so a month in the past would be expired by Redis on the spot.
+# A caller's clock far from Redis's: the month is Redis's (TIME in admit.lua), so admissions
+# under this clock still count into this month's keys (the first one after a retry).
 FIXED = datetime(2031, 6, 15, 12, 0, tzinfo=UTC)
 RECORD = b'[{"timestamp":"2031-06-15T12:00:00Z","context":{}}]'
+
+
+def this_month() -> str:
+    """The month Redis counts in (the test server runs on this machine, on its clock)."""
+    return keys.period_of(datetime.now(UTC))
+
+
+def total_key(user_id: str = "u1") -> str:
+    """``usage_total`` of this month."""
+    return keys.usage_total_key(user_id, this_month())
 
 
 def entry(user_id: str = "u1", dataset_id: str = "d1") -> dict[str, bytes | str]:
@@ -152,21 +164,24 @@ async def client(
 # --- tests ----------------------------------------------------------------------------------
 
 async def test_exact_keys_values_and_expiry_with_a_fixed_clock(client: AnyRedis) -> None:
-    svc = service(client, default_limit=100)
+    svc = service(client, default_limit=100, clock=lambda: datetime.now(UTC))
     result = await admit(svc, 3, key="idem-1", digest="d" * 64)
     assert isinstance(result, Admitted)
     assert (result.used, result.limit, result.remaining) == (3, 100, 97)
-    assert result.resets_at == datetime(2031, 7, 1, tzinfo=UTC)
+    month = this_month()
+    assert result.resets_at == period_end(month)
 
-    total = "usage_total:datasets:{u1}:2031-06"
-    delta = "usage_delta:datasets:{u1}:2031-06"
+    total = f"usage_total:datasets:{{u1}}:{month}"
+    delta = f"usage_delta:datasets:{{u1}}:{month}"
     queue = "queue:datasets:{u1}:p1:d1"
     idem = keys.idempotency_key("u1", "p1", _digest("idem-1"))
     assert await client.get(total) == b"3"
     assert await client.get(delta) == b"3"
     assert await client.exists("quota_limit:datasets:{u1}") == 0  # default not written
     # absolute expiry: 3 months after the month ends, whatever the time of the write
-    month_end_plus_3 = int(datetime(2031, 10, 1, tzinfo=UTC).timestamp())
+    year, number = parse_period(month)
+    index = year * 12 + number - 1 + 4
+    month_end_plus_3 = int(datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC).timestamp())
     assert await client.expiretime(total) == month_end_plus_3
     assert await client.expiretime(delta) == month_end_plus_3
     assert IDEMPOTENCY_TTL_S - 5 <= await client.ttl(idem) <= IDEMPOTENCY_TTL_S
@@ -194,8 +209,8 @@ async def test_limit_1000_and_60_concurrent_batches_of_30_admit_exactly_33(
     assert (len(admitted), len(rejected)) == (33, 27)
     assert sorted(r.used for r in admitted) == list(range(30, 991, 30))
     assert all(r.requested == 30 and r.used == 990 and r.remaining == 10 for r in rejected)
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"990"
-    assert await client.get("usage_delta:datasets:{u1}:2031-06") == b"990"
+    assert await client.get(total_key()) == b"990"
+    assert await client.get(keys.usage_delta_key("u1", this_month())) == b"990"
     queued = await client.xrange("queue:datasets:{u1}:p1:d1")
     assert len(queued) == 33
     assert sum(30 for _ in queued) == 990  # every entry carries one batch of 30
@@ -213,7 +228,7 @@ async def test_same_idempotency_key_20_times_concurrently_is_admitted_once(
     assert (len(admitted), len(duplicates)) == (1, 19)
     assert {d.entry_id for d in duplicates} == {admitted[0].entry_id}
     assert all(d.count == 7 and d.used == 7 and d.remaining == 993 for d in duplicates)
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"7"
+    assert await client.get(total_key()) == b"7"
     assert await client.xlen("queue:datasets:{u1}:p1:d1") == 1
 
 
@@ -221,7 +236,7 @@ async def test_idempotency_conflict_changes_nothing(client: AnyRedis) -> None:
     svc = service(client)
     assert isinstance(await admit(svc, 2, key="k", digest="first"), Admitted)
     assert isinstance(await admit(svc, 5, key="k", digest="second"), IdempotencyConflict)
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"2"
+    assert await client.get(total_key()) == b"2"
     assert await client.xlen("queue:datasets:{u1}:p1:d1") == 1
     # the key is scoped per project: the same key in another project is a new request
     other = await svc.admit(
@@ -234,12 +249,16 @@ async def test_idempotency_conflict_changes_nothing(client: AnyRedis) -> None:
 async def test_rejected_batch_changes_nothing_and_is_all_or_nothing(client: AnyRedis) -> None:
     svc = service(client, default_limit=10)
     assert isinstance(await admit(svc, 8), Admitted)
+    before = datetime.now(UTC).replace(microsecond=0)
     rejected = await admit(svc, 3, key="k", digest="x")
+    after = datetime.now(UTC)
+    assert isinstance(rejected, QuotaExceeded)
+    assert before <= rejected.server_time <= after  # Redis's clock (what Retry-After uses)
     assert rejected == QuotaExceeded(
-        limit=10, used=8, requested=3, remaining=2, period="2031-06",
-        resets_at=datetime(2031, 7, 1, tzinfo=UTC),
+        limit=10, used=8, requested=3, remaining=2, period=this_month(),
+        resets_at=period_end(this_month()), server_time=rejected.server_time,
     )
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"8"
+    assert await client.get(total_key()) == b"8"
     assert await client.xlen("queue:datasets:{u1}:p1:d1") == 1
     # a rejected key is not remembered: the same key may be admitted once it fits
     assert isinstance(await admit(svc, 2, key="k", digest="x"), Admitted)
@@ -265,23 +284,60 @@ async def test_unlimited_default_and_explicit_limits(client: AnyRedis) -> None:
             await limited.set_limit("u2", bad)  # type: ignore[arg-type]
 
 
-async def test_month_boundary_counts_in_different_months(client: AnyRedis) -> None:
-    now = [datetime(2031, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)]
-    svc = service(client, default_limit=10, clock=lambda: now[0])
-    december = await admit(svc, 10)
-    assert isinstance(december, Admitted) and december.remaining == 0
-    assert december.resets_at == datetime(2032, 1, 1, tzinfo=UTC)
-    assert isinstance(await admit(svc, 1), QuotaExceeded)
+def _days(n: int) -> timedelta:
+    return timedelta(days=n)
 
-    now[0] = datetime(2032, 1, 1, 0, 0, 0, tzinfo=UTC)
-    january = await admit(svc, 4)
-    assert isinstance(january, Admitted)
-    assert (january.used, january.remaining) == (4, 6)  # the new month starts empty
-    assert january.resets_at == datetime(2032, 2, 1, tzinfo=UTC)
-    assert await client.get("usage_total:datasets:{u1}:2031-12") == b"10"
-    assert await client.get("usage_total:datasets:{u1}:2032-01") == b"4"
-    report = await svc.usage("u1", "2031-12")
-    assert (report.used, report.remaining, report.period) == (10, 0, "2031-12")
+
+async def _evalsha_calls(client: AnyRedis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_skewed_clocks_count_into_the_same_month(client: AnyRedis) -> None:
+    """Three instances, one on time and two 40 days off: one key, one count, Redis's month in
+    the headers' reset and the absolute expiry; a wrong guess is retried once, then not."""
+    on_time = service(client, default_limit=100, clock=lambda: datetime.now(UTC))
+    ahead = service(client, default_limit=100, clock=lambda: datetime.now(UTC) + _days(40))
+    behind = service(client, default_limit=100, clock=lambda: datetime.now(UTC) - _days(40))
+    month = this_month()
+    standalone = isinstance(client, aioredis.Redis)
+    await on_time.preload()  # so EVALSHA never meets NOSCRIPT (an EVAL) below
+    if standalone:
+        await client.config_resetstat()
+    results = []
+    for svc in (on_time, ahead, behind, ahead, behind):
+        results.append(await admit(svc, 2))
+        # the retry carried the expiry of Redis's month, not of the guess
+        assert await client.expiretime(keys.usage_total_key("u1", month)) == expire_at(month)
+    assert all(isinstance(r, Admitted) for r in results)
+    assert [r.used for r in results] == [2, 4, 6, 8, 10]  # type: ignore[attr-defined]
+    assert {r.resets_at for r in results} == {period_end(month)}  # type: ignore[attr-defined]
+    assert await client.get(keys.usage_total_key("u1", month)) == b"10"
+    assert await client.get(keys.usage_delta_key("u1", month)) == b"10"
+    assert await client.xlen("queue:datasets:{u1}:p1:d1") == 5
+    # nothing at all under the skewed instances' own months
+    for skew in (40, -40):
+        other = keys.period_of(datetime.now(UTC) + _days(skew))
+        assert await client.exists(keys.usage_total_key("u1", other),
+                                   keys.usage_delta_key("u1", other)) == 0
+    assert await client.expiretime(keys.usage_total_key("u1", month)) == expire_at(month)
+    if standalone:
+        # 1 + 2 + 2 for the first admission of each, then 1 each: the month Redis gave is
+        # the next guess (one round trip in the normal case)
+        assert await _evalsha_calls(client) == 7
+
+    # a replay and a refusal from a skewed instance describe Redis's month too
+    assert isinstance(await admit(on_time, 1, key="k", digest="x"), Admitted)
+    replay = await admit(service(client, default_limit=100,
+                                 clock=lambda: datetime.now(UTC) + _days(40)),
+                         1, key="k", digest="x")
+    assert isinstance(replay, Duplicate) and (replay.used, replay.remaining) == (11, 89)
+    refused = await admit(service(client, default_limit=100,
+                                  clock=lambda: datetime.now(UTC) - _days(40)), 90)
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.period, refused.used, refused.resets_at) == (month, 11, period_end(month))
+    report = await behind.usage("u1")  # the default month is Redis's as well
+    assert (report.period, report.used) == (month, 11)
 
 
 async def test_script_missing_from_the_server_is_reloaded(client: AnyRedis) -> None:
@@ -290,19 +346,20 @@ async def test_script_missing_from_the_server_is_reloaded(client: AnyRedis) -> N
     assert isinstance(await admit(svc, 1), Admitted)
     await client.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
     assert isinstance(await admit(svc, 1), Admitted)
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"2"
+    assert await client.get(total_key()) == b"2"
 
 
 async def test_usage_report_counts_flushed_and_unflushed(client: AnyRedis) -> None:
     svc = service(client, default_limit=50)
     await admit(svc, 20)
     # as if a flush had taken 15 and written them, and another had taken 5 and crashed
-    await client.set("usage_delta:datasets:{u1}:2031-06", 0)
-    await client.set(keys.usage_pending_key("u1", "2031-06", "f1"), 5)
+    month = this_month()
+    await client.set(keys.usage_delta_key("u1", month), 0)
+    await client.set(keys.usage_pending_key("u1", month, "f1"), 5)
     report = await svc.usage("u1")
     assert (report.limit, report.used, report.remaining) == (50, 20, 30)
     assert (report.flushed, report.unflushed) == (15, 5)
-    assert report.resets_at == datetime(2031, 7, 1, tzinfo=UTC)
+    assert (report.period, report.resets_at) == (month, period_end(month))
 
 
 async def test_bad_arguments_are_refused_before_redis(client: AnyRedis) -> None:
@@ -323,5 +380,5 @@ async def test_more_callers_than_pooled_connections_all_get_an_answer(
     svc = service(client, default_limit=600)
     results = await asyncio.gather(*(admit(svc, 2) for _ in range(300)))
     assert all(isinstance(r, Admitted) for r in results)
-    assert await client.get("usage_total:datasets:{u1}:2031-06") == b"600"
+    assert await client.get(total_key()) == b"600"
     assert isinstance(await admit(svc, 1), QuotaExceeded)

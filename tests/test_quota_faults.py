@@ -15,15 +15,16 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from quota import keys
 from quota.admission import Admitted, Duplicate, QuotaService, QuotaUnavailableError, Unavailable
 from strictgate.embedded import EmbeddedServer
-from tests.test_quota_admission import FIXED, admit
+from tests.test_quota_admission import FIXED, admit, this_month
 
 DEADLINE_S = 0.5
 SLACK_S = 0.25  # event loop and process scheduling on a busy CI machine
 
-TOTAL = "usage_total:datasets:{u1}:2031-06"
-DELTA = "usage_delta:datasets:{u1}:2031-06"
+TOTAL = keys.usage_total_key("u1", this_month())
+DELTA = keys.usage_delta_key("u1", this_month())
 QUEUE = "queue:datasets:{u1}:p1:d1"
 
 

@@ -114,4 +114,26 @@ def test_no_redis_is_a_clear_error(
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("STRICTGATE_DATA_DIR", str(data_dir))
     code, _, err = run(capsys, "datasets", "list", "demo")
-    assert code == 1 and "no Redis" in err
+    assert code == 1
+    assert err == (f"strictgate: no running service for {data_dir.resolve()} "
+                   "(start it with `make run`, or set REDIS_URL)\n")
+
+
+def test_datasets_check_compiles_offline_and_lists_every_problem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no REDIS_URL and no running service: check needs neither
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("STRICTGATE_DATA_DIR", str(tmp_path / "var"))
+    code, out, _ = run(capsys, "datasets", "check", str(SEED_FILE))
+    assert code == 0 and out["valid"] is True
+    assert out["json_schema"]["properties"]["amount"] == {"type": "number"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"fields": {"a": "strin", "b": {"type": "string", "minLength": -1}}}))
+    code, out, err = run(capsys, "datasets", "check", str(bad))
+    assert (code, out) == (1, None)
+    assert "strictgate: /fields/a: " in err and "strictgate: /fields/b" in err
+    assert err.rstrip().endswith("strictgate: Invalid dataset definition")
+    assert "Traceback" not in err
+    code, out, err = run(capsys, "datasets", "check", str(tmp_path / "missing.json"))
+    assert (code, out) == (1, None) and "cannot read" in err

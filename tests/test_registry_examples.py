@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import schemas
 from registry.evolution import breaking_changes
 from validator import compile_dataset
 
@@ -53,3 +58,45 @@ def test_orders_evolution_report_reads_well() -> None:
         {"field": "items[].qty", "change": "range_tightened",
          "message": "Field items[].qty must now be <= 100"},
     ]
+
+
+def test_the_package_serves_the_checkouts_schemas() -> None:
+    """What ``validator`` reads is the ``schemas`` package's data (importlib.resources):
+    the very files of the top-level ``schemas/`` folder."""
+    for name in GOOD_RECORDS:
+        assert schemas.example(name.removesuffix(".json")) == json.loads(
+            (EXAMPLES / name).read_text())
+    assert schemas.read_text(schemas.META_SCHEMA) == (
+        EXAMPLES.parent / schemas.META_SCHEMA).read_text()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_compiles_the_examples_on_its_own(tmp_path: Path) -> None:
+    """A non-editable install has the meta-schema and the examples: the wheel, unpacked
+    and first on the path, compiles both examples from outside the checkout."""
+    # A copy of the sources: setuptools reuses a checkout's build/ left by an earlier build
+    # (a stale copy there could hide a file missing from the package data).
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLES.parents[1], source, ignore=shutil.ignore_patterns(
+        ".*", "var", "build", "*.egg-info", "__pycache__", "tests", "fuzz", "bench"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                    "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "dist").glob("strictgate-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"schemas/definition.schema.json", "schemas/examples/seed.json",
+            "schemas/examples/orders.json"} <= set(names)
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    program = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import schemas, validator\n"
+        "from validator import compile_dataset\n"
+        "assert validator.__file__.startswith(sys.argv[1]), validator.__file__\n"
+        "assert schemas.__file__.startswith(sys.argv[1]), schemas.__file__\n"
+        "for name in ('seed', 'orders'):\n"
+        "    compile_dataset(schemas.example(name))\n"
+        "print('ok')\n")
+    # -I: no checkout on the path (cwd, PYTHONPATH); run from elsewhere
+    out = subprocess.run([sys.executable, "-I", "-c", program, str(tmp_path / "site")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr

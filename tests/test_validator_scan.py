@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from validator import BodyError, compile_dataset
-from validator.checker import MAX_STRING
+from validator.checker import MAX_STRING, pairs_hook
 from validator.compiled import BatchResult, CompiledDataset
 from validator.scan import MAX_NEST, _encodable, build_scanner
 
@@ -294,3 +294,63 @@ def test_field_names_no_fast_path_can_hold_are_checked_precisely(name: str) -> N
     body = json.dumps([record, {**record, name: 1}]).encode()
     result = v.validate_batch(body)
     assert [(e.index, e.code) for e in result.errors] == [(1, "invalid_string")]
+
+
+# --- expected verdicts ------------------------------------------------------------------------
+# The tests above compare the paths with each other, so a rule broken the same way everywhere
+# (or in the one path every other defers to) would pass them: these name the answer.
+
+def expect_on_every_path(definition: dict[str, Any], body: bytes,
+                         expected: list[tuple[int, str, str, str]]) -> None:
+    """Scanner, msgspec and precise paths all give ``expected`` (index, code, field,
+    message) on ``body``, and ``validate`` of each record gives its part of it."""
+    for count, errors, _, _, _ in verdicts(definition, body):
+        assert count == len(json.loads(body))
+        assert [(e.index, e.code, e.field, e.message) for e in errors] == expected
+    v = compile_dataset(definition)
+    for i, record in enumerate(json.loads(body, object_pairs_hook=pairs_hook)):
+        assert [(i, e.code, e.field, e.message) for e in v.validate(record)] == [
+            e for e in expected if e[0] == i]
+
+
+DUPLICATE_PLAN = orjson.dumps([REC, REC]).replace(b'"plan":', b'"plan":"x","plan":', 1)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (DUPLICATE_PLAN, "plan"),  # the value is the same type either way: only the key is wrong
+    (orjson.dumps([REC, REC]).replace(b'"plan":', b'"\\u0070lan":"x","plan":', 1), "plan"),
+    (orjson.dumps([REC, REC]).replace(b'"source":', b'"s":1,"s":2,"source":', 1), "context.s"),
+])
+def test_a_repeated_key_is_a_duplicate_field_error(body: bytes, field: str) -> None:
+    expect_on_every_path(SEED_DEF, body, [
+        (0, "duplicate_field", field, f"Duplicate field: {field}")])
+
+
+def test_a_repeated_key_in_a_declared_object_is_a_duplicate_field_error() -> None:
+    definition = {"fields": {"o": {"type": "object", "properties": {"a": "integer"}}}}
+    record = {"timestamp": "2026-06-10T11:00:00Z", "context": {}, "o": {"a": 1}}
+    body = json.dumps([record]).encode().replace(b'{"a": 1}', b'{"a": 1, "a": 2}')
+    expect_on_every_path(definition, body, [(0, "duplicate_field", "o.a",
+                                             "Duplicate field: o.a")])
+
+
+CENTURIES = [("1900-02-29", False), ("2100-02-29", False), ("2000-02-29", True),
+             ("2400-02-29", True), ("2024-02-29", True), ("2023-02-29", False)]
+
+
+@pytest.mark.parametrize(("date", "valid"), CENTURIES)
+@pytest.mark.parametrize("copies", [1, 70])  # 70: runs long enough for the numpy calendar
+def test_leap_years_follow_the_century_rule(date: str, valid: bool, copies: int) -> None:
+    """Every 4th year is a leap year, but not a century unless divisible by 400: in the
+    envelope ``timestamp``, in a timestamp field and in a ``format: date-time`` field."""
+    stamp = f"{date}T10:00:00Z"
+    records = [with_(REC, timestamp=stamp, signup_at=stamp)] * copies
+    expected = [] if valid else [
+        e for i in range(copies) for e in (
+            (i, "invalid_timestamp", "timestamp", "Invalid or missing timestamp"),
+            (i, "invalid_timestamp", "signup_at", "Invalid timestamp field: signup_at"))]
+    expect_on_every_path(SEED_DEF, orjson.dumps(records), expected)
+    wide = [with_(WIDE, seen_at=stamp)] * copies
+    expect_on_every_path(WIDE_DEF, orjson.dumps(wide), [] if valid else [
+        (i, "invalid_timestamp", "seen_at", "Invalid timestamp field: seen_at")
+        for i in range(copies)])

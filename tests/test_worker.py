@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quota import keys
+from tests.ingest_fixtures import Service
 from worker import sink
 from worker.consumer import Worker
 
@@ -112,6 +113,41 @@ async def test_crash_at_each_step_then_reclaim_writes_exactly_once(
     assert ns == [("req_x", 0), ("req_x", 1), ("req_x", 2), ("req_y", 0), ("req_y", 1)]
     assert await aredis.xlen(stream) == 0
     assert not list(tmp_path.rglob("*.tmp"))  # no staged file left behind
+    # once marked, entries are only finished (renamed, acked), never written again
+    marked = crash_after != "stage"
+    assert survivor.stats.entries_finished_from_marks == (2 if marked else 0)
+    assert survivor.stats.entries_written == (0 if marked else 2)
+
+
+async def test_redelivered_marked_entries_are_finished_not_rewritten(
+    aredis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker dies after publishing a file of two entries, before acking them. The survivor
+    reads them one at a time: writing them again would produce a file per entry (the first
+    one overwritten with fewer records, a second one beside it); finishing them from the
+    marks leaves the dead worker's file exactly as it was."""
+    stream = await _enqueue(aredis, _entry(3, "req_x"), _entry(2, "req_y"))
+    real_publish = sink.publish
+
+    def publish(final: Path) -> bool:
+        real_publish(final)
+        raise Crash
+
+    monkeypatch.setattr(sink, "publish", publish)
+    with pytest.raises(Crash):
+        await Worker(aredis, tmp_path, consumer="dying").drain()
+    monkeypatch.undo()
+    published = {p.name: p.read_bytes() for p in tmp_path.rglob("*.jsonl")}
+    assert len(published) == 1 and await aredis.xlen(stream) == 2
+
+    survivor = Worker(aredis, tmp_path, consumer="survivor", reclaim_idle_ms=0, batch_size=1,
+                      max_batch_entries=1)
+    await survivor.drain()
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*.jsonl")} == published
+    assert survivor.stats.entries_finished_from_marks == 2
+    assert survivor.stats.entries_written == 0
+    assert await aredis.xlen(stream) == 0
+    assert await aredis.hlen(keys.written_marks_key(stream)) == 0
 
 
 async def test_restart_with_same_consumer_name_finishes_its_own_pending(
@@ -168,3 +204,39 @@ async def test_reads_grow_for_small_entries_and_stay_bounded_in_records(
     assert [await worker.run_once() for _ in range(4)] == [5, 10, 10, 5]
     assert await aredis.xlen(small) == 0 and await aredis.xlen(big) == 0
     assert len(_output_lines(tmp_path)) == 120 + 300
+
+
+@pytest.mark.parametrize(("payload", "compact"), [
+    (b'[{"a":1}]', b'[{"a":1}]'),
+    (b'[ {\t"a" : 1.50e+10 ,"b":[ 1E400 , -0.0, 123456789012345678901234567890 ] } ]',
+     b'[{"a":1.50e+10,"b":[1E400,-0.0,123456789012345678901234567890]}]'),
+    # whitespace, quotes and escapes inside strings stay as they are
+    (b'[{"k y" : "x  y \\" z\\\\ ", "e":"\\u00e9\\/\xc3\xa9"}]',
+     b'[{"k y":"x  y \\" z\\\\ ","e":"\\u00e9\\/\xc3\xa9"}]'),
+])
+def test_compact_json_drops_whitespace_outside_strings_only(payload: bytes, compact: bytes) -> None:
+    from worker.consumer import compact_json
+
+    assert compact_json(payload) == compact
+    assert json.loads(compact) == json.loads(payload)
+
+
+def test_indented_body_is_written_as_compact_json_lines(svc: Service, key: str) -> None:
+    """A client's pretty-printed body over HTTP: each output line is compact, every value
+    (number text included) unchanged."""
+    body = (
+        b'[\n  {\n    "timestamp": "2026-06-10T11:00:00Z",\n    "context": { "source": "a b" },\n'
+        b'    "country": "RO",\n    "plan": "pro  plan",\n    "amount": 42.50,\n'
+        b'    "active": true,\n    "signup_at": "2026-06-01T08:00:00Z"\n  }\n]\n'
+    )
+    r = svc.post("/datasets/13/batch", key, body)
+    assert r.status_code == 202, r.text
+    svc.drain()
+    (path,) = (svc.data_dir / "output").rglob("*.jsonl")
+    (line,) = path.read_bytes().splitlines()
+    trace = r.headers["X-Request-Id"]
+    assert line == (
+        b'{"timestamp":"2026-06-10T11:00:00Z","context":{"source":"a b"},"country":"RO",'
+        b'"plan":"pro  plan","amount":42.50,"active":true,"signup_at":"2026-06-01T08:00:00Z",'
+        b'"__traceId":"' + trace.encode() + b'","__datasetVersion":1}'
+    )

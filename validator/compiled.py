@@ -239,6 +239,7 @@ class CompiledDataset:
             else:
                 n = len(records)
                 if 0 < n <= max_records and fast.timestamps_ok(records) and \
+                        not fast.pattern_failures(records) and \
                         fast.no_duplicates(body, records):
                     return BatchResult(n, payload=_compact(body))
         return self._precise_batch(body, max_records)
@@ -379,6 +380,7 @@ class CompiledDataset:
         failing = failing_times(every, [n] * (len(values) // n) + list(map(len, other_fields)))
         bad = {every[j] for j in failing}
         flagged = {j % n for j in failing if j < len(values)}
+        flagged.update(fast.pattern_failures(good))
         if flat:
             suspects = set(fast.flat_duplicate_suspects(raws, good_at, good))
         else:

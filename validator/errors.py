@@ -32,11 +32,19 @@ NUMBER_NOT_FINITE = "number_not_finite"
 INTEGER_TOO_LARGE = "integer_too_large"
 STRING_TOO_LONG = "string_too_long"
 INVALID_RECORD = "invalid_record"
+# A value of none of the types a type list names (one type: invalid_<type>).
+INVALID_TYPE = "invalid_type"
 
 
 def type_code(kind: str) -> str:
     """``invalid_<kind>`` for a type word (string, number, integer, boolean, timestamp, ...)."""
     return f"invalid_{kind}"
+
+
+def type_words(kinds: list[str]) -> str:
+    """The type words of a type list for a message: ``string``, ``string or number``,
+    ``string, number or boolean``."""
+    return kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
 
 
 def clip(text: str, limit: int = MAX_QUOTED) -> str:

@@ -1,9 +1,11 @@
 """The all-valid fast path: one msgspec decode of the whole batch into typed Structs.
 
 A definition whose every field msgspec can check exactly (scalar types, nullable, optional,
-length and numeric bounds, patterns) gets a Struct type; the whole body is decoded as
-``list[Struct]`` in C. What msgspec does not check is checked after, in bulk:
+length and numeric bounds) or in bulk after it (patterns) gets a Struct type; the whole body
+is decoded as ``list[Struct]`` in C. What msgspec does not check is checked after, in bulk:
 
+* patterns run on RE2 (:mod:`validator.ecma_regex`), never on msgspec's own ``pattern``,
+  which is Python's backtracking ``re``;
 * timestamps are decoded as ``str`` (msgspec's own datetime parser accepts ``+0200`` and a
   space separator): their digit shapes are checked once per distinct shape, then msgspec
   decodes them all as aware datetimes in one call, which checks the calendar. On the
@@ -39,7 +41,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from validator.checker import MAX_STRING
 from validator.definition import INT64_MAX, INT64_MIN, scalar_type
-from validator.ecma_regex import translate as ecma_translate
+from validator.ecma_regex import EcmaPattern, compile_pattern
 from validator.formats import is_date_time
 from validator.quotes import part_quotes
 from validator.stamps import MIN_VALUES, calendar_failures
@@ -348,10 +350,6 @@ def _field_type(decl: dict[str, Any]) -> tuple[Any, bool] | None:
                                                      MAX_STRING)}
         if "minLength" in decl:
             str_kw["min_length"] = decl["minLength"]
-        if "pattern" in decl:
-            # msgspec uses re.search, as the precise path does; ECMA 262 semantics as there
-            # (validator.ecma_regex), with re.ASCII spelled inline.
-            str_kw["pattern"] = "(?a)" + ecma_translate(decl["pattern"])
         base = Annotated[str, Meta(**str_kw)]
     elif kind == "boolean":
         base = bool
@@ -380,7 +378,8 @@ class FastPath:
 
     def __init__(self, struct: type[msgspec.Struct], flat_struct: type[msgspec.Struct],
                  timestamp_attrs: list[str], timestamp_names: list[str],
-                 optional_timestamps: bool, fixed_quotes: int | None) -> None:
+                 optional_timestamps: bool, fixed_quotes: int | None,
+                 patterns: list[tuple[str, EcmaPattern]]) -> None:
         self.struct = struct
         self.batch = msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
         self.one = msgspec.json.Decoder(struct)
@@ -393,6 +392,18 @@ class FastPath:
         # Quotes each record adds besides its context when no field is optional or nullable.
         self.fixed_quotes = fixed_quotes
         self.context = attrgetter("c")
+        # (getter, compiled pattern) of each field with a pattern, checked after the decode
+        self.patterns = [(attrgetter(a), p) for a, p in patterns]
+
+    def pattern_failures(self, records: list[Any]) -> list[int]:
+        """Sorted positions of the typed ``records`` with a string that does not match its
+        field's pattern (absent and null values have nothing to match)."""
+        bad: set[int] = set()
+        for get, pattern in self.patterns:
+            search = pattern.search
+            bad.update(j for j, v in enumerate(map(get, records))
+                       if type(v) is str and not search(v))
+        return sorted(bad)
 
     def timestamps_ok(self, records: list[Any]) -> bool:
         """Every timestamp of ``records`` is a strict RFC 3339 date-time (leap seconds are
@@ -569,6 +580,7 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
                                         ("c", Context, msgspec.NODEFAULT)]
     rename = {"t": "timestamp", "c": "context"}
     timestamp_attrs = ["t"]
+    patterns: list[tuple[str, EcmaPattern]] = []
     optional_ts = False
     fixed: int | None = 2 * 2 + 2  # keys timestamp, context; the timestamp's value
     for i, (name, decl) in enumerate(fields.items()):
@@ -578,6 +590,8 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
         tp, is_ts = typed
         attr = f"f{i}"
         rename[attr] = name
+        if "pattern" in decl:
+            patterns.append((attr, compile_pattern(decl["pattern"])))
         nullable = "null" in (decl["type"] if isinstance(decl["type"], list) else [])
         if decl["required"] is not False:
             spec.append((attr, tp, msgspec.NODEFAULT))
@@ -605,4 +619,4 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
         # surrogates: such definitions take the precise path.
         return None
     return FastPath(struct, flat, timestamp_attrs, [rename[a] for a in timestamp_attrs],
-                    optional_ts, fixed)
+                    optional_ts, fixed, patterns)

@@ -6,6 +6,11 @@ For each batch read from a stream the worker (1) stages the output files and fsy
 delivered again (its worker died before step 4) is checked against the marks: marked entries
 are only finished (rename, ack), unmarked ones are written. So a record is never written twice
 and never lost, and acknowledged entries leave Redis at once (memory stays flat).
+
+A sink that cannot write (disk full, read-only, ...) raises :class:`SinkError`: the batch's
+staged files are removed, its entries stay pending, :class:`SinkHealth` records the state
+(``/readyz``, metrics, one log line per change) and the worker retries its own pending entries
+before reading new ones, so it catches up by itself once the cause is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from quota import keys
+from strictgate.errors import clip
+from strictgate.redis_health import health_of, is_connection_problem
 from worker import sink
+from worker.health import SinkError, SinkHealth
 
 log = logging.getLogger("strictgate.worker")
 
@@ -48,8 +56,9 @@ class WorkerStats:
     entries_written: int = 0
     records_written: int = 0
     entries_finished_from_marks: int = 0
+    # age of the oldest entry of the last batch written (the lag metric is read from the
+    # queues themselves: worker.queues)
     last_lag_s: float = 0.0
-    queue_lengths: dict[str, int] = field(default_factory=dict)
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str:
@@ -57,22 +66,33 @@ def _text(fields: dict[bytes, bytes], name: str) -> str:
 
 
 _RAW_RECORDS = msgspec.json.Decoder(list[msgspec.Raw])
+_JSON_WHITESPACE = (b" ", b"\n", b"\t", b"\r")
+
+
+def compact_json(payload: bytes) -> bytes:
+    """``payload`` (valid JSON) without whitespace outside strings; every token's text is
+    kept as it is (numbers are not re-read as floats, escapes stay escapes)."""
+    # most payloads come compact from the client or the validator: one scan per byte value
+    if not any(ws in payload for ws in _JSON_WHITESPACE):
+        return payload
+    return msgspec.json.format(payload, indent=-1)
 
 
 def output_lines(fields: dict[bytes, bytes]) -> list[bytes]:
     """The JSON lines of one queue entry: each record plus ``__traceId`` and
     ``__datasetVersion``.
 
-    The queued payload is already the canonical compact JSON of each record (an object that
-    never is empty: ``timestamp`` is required), so the two keys are spliced in before each
-    record's closing brace instead of parsing and re-serializing every record.
+    The queued payload is the client's JSON of each record (an object that never is empty:
+    ``timestamp`` is required) with line breaks removed; it is made compact (whitespace
+    outside strings dropped) and the two keys are spliced in before each record's closing
+    brace, instead of parsing and re-serializing every record.
     """
     suffix = (
         b',"__traceId":' + orjson.dumps(_text(fields, "trace_id"))
         + b',"__datasetVersion":' + str(int(_text(fields, "dataset_version"))).encode() + b"}"
     )
     lines = []
-    for raw in _RAW_RECORDS.decode(fields[b"records"]):
+    for raw in _RAW_RECORDS.decode(compact_json(fields[b"records"])):
         record = bytes(raw).rstrip()
         if not record.endswith(b"}") or record == b"{}":
             raise ValueError("queued record is not a non-empty JSON object")
@@ -111,6 +131,7 @@ class Worker:
         discover_interval_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[str, int, float], None] | None = None,
+        health: SinkHealth | None = None,
     ) -> None:
         self.redis = redis
         self.output_root = Path(output_root)
@@ -131,6 +152,8 @@ class Worker:
         self.clock = clock
         self.on_batch = on_batch
         self.stats = WorkerStats()
+        self.health = health or SinkHealth(sink.SINK_NAME)
+        self._redis_problem: str | None = None
         self._streams: set[str] = set()
         self._grouped: set[str] = set()
         self._last_discover = -1e9
@@ -191,9 +214,10 @@ class Worker:
                     # requests through between big entries (p99 of batch ingest)
                     await asyncio.sleep(0)
             groups[final] = lines
-        await asyncio.to_thread(_stage_all, groups)
+        await asyncio.to_thread(sink.stage_batch, groups)
         await self.redis.hset(keys.written_marks_key(stream), mapping=marks)  # type: ignore[arg-type]
         await asyncio.to_thread(_publish_all, list(groups))
+        self.health.succeeded()
         await self._finish(stream, list(marks))
         self.stats.entries_written += len(entries)
         self.stats.records_written += records
@@ -226,6 +250,8 @@ class Worker:
                 done.append(entry[0])
             else:
                 todo.append(entry)
+        if done:
+            self.health.succeeded()
         await self._finish(stream, done)
         self.stats.entries_finished_from_marks += len(done)
         if todo:
@@ -252,8 +278,19 @@ class Worker:
             keys.QUEUE_GROUP, self.consumer, {stream: "0"}, count=self.batch_size
         )
         entries = _entries_of(reply)
+        # pending ids whose entry is gone would head every such read: drop them
+        await self._finish(stream, _deleted_of(reply))
         await self._handle_redelivered(stream, entries)
         return len(entries)
+
+    async def retry_own_pending(self) -> int:
+        """Write every entry delivered to this consumer and not yet acknowledged (what a
+        failed batch left); returns how many."""
+        total = 0
+        for stream in sorted(self._streams):
+            while handled := await self._read_own_pending(stream):
+                total += handled
+        return total
 
     async def reclaim(self) -> int:
         """Take over entries left pending by a dead consumer for ``reclaim_idle_ms``."""
@@ -313,24 +350,30 @@ class Worker:
                 return total
         return total
 
-    async def queue_lengths(self) -> dict[str, int]:
-        """XLEN of every known stream (what is queued or pending)."""
-        lengths: dict[str, int] = {}
-        for stream in sorted(self._streams):
-            lengths[stream] = int(await self.redis.xlen(stream))
-        self.stats.queue_lengths = lengths
-        return lengths
+    @property
+    def streams(self) -> frozenset[str]:
+        """The queue streams found by the last discovery."""
+        return frozenset(self._streams)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; Redis outages are logged and retried, never fatal."""
+        """Loop until ``stop`` is set; Redis outages and sink failures are logged once per
+        change of state and retried, never fatal."""
         backoff = self.poll_interval_s
         while not stop.is_set():
             self._filled = False
             try:
+                if not self.health.ok:
+                    # what failed is pending to this consumer and ">" will never return it
+                    # again: retry it first (reading more while the sink fails is no use)
+                    await self.retry_own_pending()
                 await self.run_once()
+                self._redis_ok()
                 backoff = self.poll_interval_s
+            except SinkError as exc:
+                self.health.failed(exc)
+                backoff = min(max(backoff, 0.25) * 2, 2.0)
             except (RedisError, OSError) as exc:
-                log.warning("worker: redis error, retrying: %s", type(exc).__name__)
+                self._redis_failed(exc)
                 backoff = min(backoff * 2, 2.0)
             # A pass where no read came back full means the queues are (nearly) empty: wait
             # a little so the next pass writes and fsyncs many entries at once instead of a
@@ -338,6 +381,24 @@ class Worker:
             if not self._filled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if is_connection_problem(exc):
+            # the process-wide state of this server logs it (once, with host:port)
+            health_of(self.redis).failed(exc)
+            return
+        # an error reply (OOM, READONLY, ...): once per kind, not once per retry
+        problem = type(exc).__name__
+        if problem != self._redis_problem:
+            log.warning("worker: redis error, retrying: %s: %s", problem,
+                        clip(str(exc) or problem))
+        self._redis_problem = problem
+
+    def _redis_ok(self) -> None:
+        health_of(self.redis).succeeded()
+        if self._redis_problem is not None:
+            log.info("worker: redis commands succeed again (was: %s)", self._redis_problem)
+            self._redis_problem = None
 
 
 def _str(value: bytes | str) -> str:
@@ -348,21 +409,25 @@ def _received_at(fields: dict[bytes, bytes]) -> datetime:
     return datetime.fromisoformat(_text(fields, "received_at").replace("Z", "+00:00"))
 
 
-def _entries_of(reply: Any) -> list[Entry]:
-    """Entries of an XREADGROUP reply for one stream (RESP2 list or RESP3 dict)."""
+def _items_of(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+    """The (id, fields) items of an XREADGROUP reply for one stream (RESP2 list or RESP3
+    dict); fields are None for a pending id whose entry was deleted."""
     if not reply:
         return []
     if isinstance(reply, dict):
         streams = list(reply.values())
-        items = streams[0][0] if streams and streams[0] else []
-    else:
-        items = reply[0][1]
-    return [(entry_id, fields) for entry_id, fields in items if fields is not None]
+        return list(streams[0][0]) if streams and streams[0] else []
+    return list(reply[0][1])
 
 
-def _stage_all(groups: dict[Path, list[bytes]]) -> None:
-    for final, lines in groups.items():
-        sink.stage(final, lines)
+def _entries_of(reply: Any) -> list[Entry]:
+    """Entries of an XREADGROUP reply for one stream."""
+    return [(entry_id, fields) for entry_id, fields in _items_of(reply) if fields is not None]
+
+
+def _deleted_of(reply: Any) -> list[bytes]:
+    """Ids of an XREADGROUP reply whose entry was deleted (pending history only)."""
+    return [entry_id for entry_id, fields in _items_of(reply) if fields is None]
 
 
 def _publish_all(paths: list[Path]) -> None:

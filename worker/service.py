@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -13,13 +14,26 @@ from redis.exceptions import RedisError
 
 from quota.flush import flush_usage
 from strictgate.metrics import Metrics
+from strictgate.redis_health import health_of, is_connection_problem
 from strictgate.settings import Settings
+from worker import sink
 from worker.consumer import Worker
+from worker.health import SinkHealth
+from worker.queues import queue_snapshot
 
 log = logging.getLogger("strictgate.worker")
 
-GAUGE_INTERVAL_S = 5.0
+# the queue gauges are read from Redis this often (one pipelined round trip)
+GAUGE_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 60.0
+
+
+@dataclass
+class Background:
+    """The tasks started for a process, and the state of its sink (None without a worker)."""
+
+    tasks: list[asyncio.Task[None]]
+    sink_health: SinkHealth | None
 
 
 def build_worker(
@@ -31,16 +45,35 @@ def build_worker(
     def on_batch(stream: str, records: int, lag_s: float) -> None:
         if metrics is not None:
             metrics.records_written.inc(records)
-            metrics.worker_lag.set(lag_s)
 
-    return Worker(redis, settings.data_dir / "output", clock=clock, on_batch=on_batch)
+    return Worker(redis, settings.data_dir / "output", clock=clock, on_batch=on_batch,
+                  health=SinkHealth(sink.SINK_NAME, metrics))
 
 
-async def _gauges(worker: Worker, metrics: Metrics, stop: asyncio.Event) -> None:
+async def update_queue_gauges(
+    redis: aioredis.Redis, metrics: Metrics, known: set[str], extra: frozenset[str] = frozenset(),
+) -> None:
+    """Set the queue length and lag gauges from Redis; ``known`` (the queues labelled so far)
+    is updated, and the labels of queues that are gone are removed."""
+    snapshot = await queue_snapshot(redis, extra)
+    for stream, length in snapshot.lengths.items():
+        metrics.queue_length.labels(stream).set(length)
+    for stream in known - set(snapshot.lengths):
+        with contextlib.suppress(KeyError):
+            metrics.queue_length.remove(stream)
+    known.clear()
+    known.update(snapshot.lengths)
+    metrics.worker_lag.set(snapshot.oldest_age_s)
+
+
+async def _gauges(
+    redis: aioredis.Redis, metrics: Metrics, worker: Worker | None, stop: asyncio.Event,
+) -> None:
+    known: set[str] = set()
     while not stop.is_set():
         with contextlib.suppress(RedisError, OSError):
-            for stream, length in (await worker.queue_lengths()).items():
-                metrics.queue_length.labels(stream).set(length)
+            await update_queue_gauges(
+                redis, metrics, known, worker.streams if worker is not None else frozenset())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), GAUGE_INTERVAL_S)
 
@@ -56,22 +89,34 @@ async def _flusher(
         try:
             await flush_usage(redis, ledger, clock)
         except (RedisError, OSError) as exc:
-            log.warning("usage flush failed, will retry: %s", type(exc).__name__)
+            if is_connection_problem(exc):  # one line per outage, naming host:port
+                health_of(redis).failed(exc)
+            else:
+                log.warning("usage flush failed, will retry: %s", type(exc).__name__)
 
 
-def run_worker_tasks(
+def start_background_tasks(
     redis: aioredis.Redis,
     settings: Settings,
     clock: Callable[[], datetime],
     metrics: Metrics | None,
     stop: asyncio.Event,
-) -> list[asyncio.Task[None]]:
-    """Start the worker loop, the gauges and the periodic usage flush; they end on ``stop``."""
-    worker = build_worker(redis, settings, clock, metrics)
-    tasks = [
-        asyncio.create_task(worker.run(stop), name="strictgate-worker"),
-        asyncio.create_task(_flusher(redis, settings, clock, stop), name="strictgate-usage-flush"),
-    ]
+    *,
+    worker: bool,
+) -> Background:
+    """Start what runs beside the API or alone, ending on ``stop``: with ``worker``, the
+    worker loop and the periodic usage flush; with ``metrics``, the queue gauges (read from
+    Redis, so a process without a worker exports them too)."""
+    tasks: list[asyncio.Task[None]] = []
+    consumer: Worker | None = None
+    if worker:
+        consumer = build_worker(redis, settings, clock, metrics)
+        tasks += [
+            asyncio.create_task(consumer.run(stop), name="strictgate-worker"),
+            asyncio.create_task(_flusher(redis, settings, clock, stop),
+                                name="strictgate-usage-flush"),
+        ]
     if metrics is not None:
-        tasks.append(asyncio.create_task(_gauges(worker, metrics, stop), name="strictgate-gauges"))
-    return tasks
+        tasks.append(asyncio.create_task(_gauges(redis, metrics, consumer, stop),
+                                         name="strictgate-gauges"))
+    return Background(tasks, consumer.health if consumer is not None else None)

@@ -3,7 +3,8 @@
 A batch of lines is written to a hidden temp file, fsynced, and only later renamed to its
 final name (then the directory is fsynced). The worker records the final name in Redis
 between the two steps, which is what lets a restarted worker finish or skip a half-done
-batch without writing any record twice.
+batch without writing any record twice. Every failure of the file system is raised as
+:class:`worker.health.SinkError` (cause and path), never as a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+
+from worker.health import SinkError
+
+# how this sink is named in metrics and logs
+SINK_NAME = "jsonl"
 
 
 def output_dir(root: Path, project_id: str, dataset_id: str, day: str) -> Path:
@@ -32,13 +38,37 @@ def _fsync_dir(path: Path) -> None:
 
 
 def stage(final: Path, lines: list[bytes]) -> None:
-    """Write ``lines`` (each without newline) to ``final``'s temp file and fsync it."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``lines`` (each without newline) to ``final``'s temp file and fsync it.
+
+    On failure the temp file is removed (a full disk must not fill up with empty temp files)
+    and :class:`SinkError` names the cause and the path.
+    """
     tmp = temp_path(final)
-    with open(tmp, "wb") as fh:
-        fh.write(b"\n".join(lines) + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError.from_os_error(exc, "creating", final.parent) from exc
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(b"\n".join(lines) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        _discard_quietly(final)
+        raise SinkError.from_os_error(exc, "writing", tmp) from exc
+
+
+def stage_batch(groups: dict[Path, list[bytes]]) -> None:
+    """:func:`stage` every file of one batch; if one fails, none stays staged."""
+    staged: list[Path] = []
+    try:
+        for final, lines in groups.items():
+            stage(final, lines)
+            staged.append(final)
+    except BaseException:
+        for final in staged:
+            _discard_quietly(final)
+        raise
 
 
 def publish(final: Path) -> bool:
@@ -51,7 +81,12 @@ def publish(final: Path) -> bool:
         os.replace(tmp, final)
     except FileNotFoundError:
         return final.exists()
-    _fsync_dir(final.parent)
+    except OSError as exc:
+        raise SinkError.from_os_error(exc, "renaming", tmp) from exc
+    try:
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        raise SinkError.from_os_error(exc, "syncing", final.parent) from exc
     return True
 
 
@@ -59,3 +94,9 @@ def discard(final: Path) -> None:
     """Remove a staged temp file that will not be published."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp_path(final))
+
+
+def _discard_quietly(final: Path) -> None:
+    # cleanup on the failure path: the original error is the one to report
+    with contextlib.suppress(OSError):
+        discard(final)

@@ -1,0 +1,1 @@
+"""The lakehouse storage: DuckLake tables per dataset, exactly-once commits, reads."""
