@@ -21,7 +21,10 @@ from admin import datasets as admin_datasets
 from admin import keys as admin_keys
 from admin import quota as admin_quota
 from ingest import handlers as ingest_handlers
+from ingest import records as ingest_records
 from ingest.front import ingest_lane, serve_ingest
+from lake.config import lake_config
+from lake.reader import LakeReader
 from quota.admission import QuotaService
 from registry.apikeys import KeyService
 from registry.store import Registry
@@ -162,18 +165,25 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
             url, socket_timeout=None, socket_connect_timeout=settings.redis_deadline_s,
         )
         clock = utc_now
+        jwt_secret = resolve_jwt_secret(settings)
         ctx = AppContext(
             settings=settings,
             redis=client,
             admin_token=resolve_admin_token(settings),
             registry=Registry(client, clock=clock),
-            keys=KeyService(client, resolve_jwt_secret(settings), clock=clock),
+            keys=KeyService(client, jwt_secret, clock=clock),
             quota=QuotaService(
                 hot_client, default_limit=settings.default_monthly_quota,
                 deadline_s=settings.redis_deadline_s, clock=clock,
+                max_queue_records=settings.max_queue_records,
             ),
         )
         app.state.ctx = ctx
+        # the read route's lake connection (opened on the first read); none with the
+        # jsonl sink, where records are files
+        app.state.records_reader = ingest_records.RecordsReader(LakeReader(
+            lake_config(settings), ingest_records.cursor_secret(jwt_secret))
+        ) if settings.sink == "lake" else None
         stop = asyncio.Event()
         # queue gauges whatever RUN_WORKER is; the worker (and its sink's health) if set
         background = start_background_tasks(
@@ -204,6 +214,8 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
                     await asyncio.wait_for(task, 5)
             await client.aclose()
             await hot_client.aclose()
+            if app.state.records_reader is not None:
+                app.state.records_reader.close()
             if embedded is not None:
                 # a clean stop leaves no URL: the CLI says "no running service"
                 (settings.data_dir / "redis.url").unlink(missing_ok=True)
@@ -212,6 +224,7 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
     routes = [
         # the data plane first: the router tries routes in order on every request
         *ingest_handlers.routes(),
+        *ingest_records.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

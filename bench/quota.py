@@ -59,9 +59,9 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
                            clock=lambda: datetime.now(UTC))
         await svc.preload()
         now = datetime.now(UTC).isoformat()
-        entry = {"records": RECORD, "trace_id": "bench", "dataset_version": "1",
-                 "received_at": now, "project_id": "p1", "dataset_id": "d1",
-                 "user_id": "bench-user"}
+        entry: dict[str, bytes | str] = {
+            "records": RECORD, "trace_id": "bench", "dataset_version": "1", "received_at": now,
+            "project_id": "p1", "dataset_id": "d1", "user_id": "bench-user"}
         serial = itertools.count()
 
         async def incrby() -> None:

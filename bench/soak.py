@@ -43,6 +43,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.lake_rows import lake_rows  # noqa: E402
 from bench.load import ADMIN, DEFINITION, RECORD, _uvicorn, _wait  # noqa: E402
 from quota import keys  # noqa: E402
 from strictgate.embedded import EmbeddedServer, free_port  # noqa: E402
@@ -184,16 +185,21 @@ async def traffic(base: str, tokens: dict[str, str], duration_s: float, rate: fl
     return sent
 
 
-def output_records(root: Path) -> tuple[Counter[tuple[str, int]], Counter[str]]:
-    """(record -> copies) over every output line, and lines per user (from file names)."""
+def output_records(data_dir: Path) -> tuple[Counter[tuple[str, int]], Counter[str]]:
+    """(record -> copies) over every record written, and records per user: the lake's rows
+    (the default sink; the user is the prefix of the queue entry id) and any JSON Lines
+    output (the user from the file name)."""
     seen: Counter[tuple[str, int]] = Counter()
     per_user: Counter[str] = Counter()
-    for path in root.rglob("*.jsonl"):
+    for path in (data_dir / "output").rglob("*.jsonl"):
         user = path.name.split(".")[-2]
         for line in path.read_bytes().splitlines():
             record = json.loads(line)
             seen[(record["__traceId"], record["context"]["j"])] += 1
             per_user[user] += 1
+    for row in lake_rows(data_dir, ("__traceId", "context", "__entryId")):
+        seen[(row["__traceId"], json.loads(row["context"])["j"])] += 1
+        per_user[str(row["__entryId"]).split("/", 1)[0]] += 1
     return seen, per_user
 
 
@@ -259,7 +265,7 @@ def run_soak(duration_s: float, rate: float, warmup_s: float, *, check_memory: b
         end = sample("end")
         warm = samples[0] if len(samples) > 1 else end
 
-        seen, per_user = output_records(work / "var" / "output")
+        seen, per_user = output_records(work / "var")
         period = keys.period_of(datetime.now(UTC))
         usage = {u: int(r.get(keys.usage_total_key(u, period)) or 0) for u in ("soak", "capped")}
         dupes = sum(1 for v in seen.values() if v > 1)

@@ -85,6 +85,16 @@ def quota_exceeded(
     )
 
 
+def queue_full(retry_after_s: int) -> ApiError:
+    """503 + Retry-After: the dataset's queue holds more unwritten records than
+    ``STRICTGATE_MAX_QUEUE_RECORDS`` (backpressure). Nothing was queued or counted: a plain
+    retry later is safe."""
+    return ApiError(
+        503, "Dataset queue is full; retry later", "queue_full",
+        headers={"Retry-After": str(max(1, retry_after_s))},
+    )
+
+
 IDEMPOTENCY_CONFLICT = ApiError(
     422, "Idempotency-Key was already used with a different request", "idempotency_conflict",
     field="Idempotency-Key",

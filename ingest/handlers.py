@@ -20,7 +20,7 @@ from ingest import answers
 from ingest.auth import authenticate
 from ingest.body import check_content_type, check_declared_length, read_body
 from ingest.selectors import idempotency_key, request_digest, request_id, select_dataset
-from quota.results import Admitted, Duplicate, IdempotencyConflict, QuotaExceeded
+from quota.results import Admitted, Duplicate, IdempotencyConflict, QueueFull, QuotaExceeded
 from registry.store import ResolvedDataset
 from strictgate.context import AppContext, context_of
 from strictgate.errors import ApiError
@@ -121,6 +121,8 @@ async def ingest(request: Request, *, batch: bool, path_dataset: str | None) -> 
         )
     if isinstance(outcome, IdempotencyConflict):
         raise answers.IDEMPOTENCY_CONFLICT
+    if isinstance(outcome, QueueFull):
+        raise answers.queue_full(math.ceil(outcome.retry_after_s))
     raise ingest_unavailable(math.ceil(outcome.retry_after_s))
 
 

@@ -19,6 +19,20 @@ commit, so a writer committing meanwhile either goes first or retries ("database
 with the SQLite catalog); a process killed during a step leaves the previous state (files it
 wrote are orphans, removed by a later pass). The table functions are only found under their
 ``ducklake_`` names when the extension is LOADed from a file (``lake.ducklake_...`` fails).
+
+``older_than`` is not a time in a SQLite catalog (read in DuckLake 1.5.5's source, then
+verified): it stores ``snapshot_time`` and ``schedule_start`` as VARCHAR
+(``2026-06-10 12:00:00.123+00``) and compares them as text with the literal it formats
+(``2026-06-10T11:00:00+00``); ``' ' < 'T'``, so every snapshot and every scheduled file of the
+threshold's *day* passes, whatever its time. ``expire_snapshots(older_than => now - 1 h)``
+expired snapshots seconds old, and ``cleanup_old_files(older_than => now - 1 h)`` deleted the
+files a merge had replaced a moment before, while a query that had started before the merge
+was still reading them: "IO Error: Cannot open file ... No such file or directory". Hence:
+snapshots are expired by id (``versions =>``, chosen here from ``ducklake_snapshots``, whose
+times are typed), and old files are cleaned with the threshold moved back to the end of the
+day before (text and time comparisons agree across days), so a replaced file stays at least
+``orphan_grace`` (up to a day more). ``delete_orphaned_files`` compares the files' real
+modification times and needs no such care.
 """
 
 from __future__ import annotations
@@ -47,6 +61,23 @@ class CompactionReport:
     steps: dict[str, float] = field(default_factory=dict)
 
 
+def expirable_snapshots(con: duckdb.DuckDBPyConnection, before: datetime) -> list[int]:
+    """Ids of the snapshots taken before ``before``, never the newest one."""
+    rows = con.execute(
+        f"SELECT snapshot_id FROM ducklake_snapshots('{ALIAS}') WHERE snapshot_time < ?"
+        f" AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{ALIAS}'))"
+        " ORDER BY snapshot_id", [before]).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def text_safe_threshold(before: datetime) -> datetime:
+    """The last microsecond of the day before ``before`` (UTC): a threshold that a text
+    comparison of DuckLake's SQLite timestamps applies the same as a time comparison, and
+    that is never later than ``before``."""
+    day = before.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(microseconds=1)
+
+
 def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7),
             orphan_grace: timedelta = timedelta(hours=1),
             ledger_retention: timedelta | None = timedelta(days=7),
@@ -72,13 +103,19 @@ def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timed
             "prune_ledger", f"DELETE FROM {ALIAS}.{META}.ledger WHERE committed_at < ?",
             [moment - ledger_retention])[0][0])
     report.files_merged = len(step("merge", f"CALL ducklake_merge_adjacent_files({lake})"))
-    report.snapshots_expired = len(step(
-        "expire", f"CALL ducklake_expire_snapshots({lake}, older_than => ?)",
-        [moment - keep_snapshots]))
-    # files of expired snapshots: kept ``orphan_grace`` more for queries still reading them
-    report.files_deleted = len(step(
-        "cleanup", f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)",
-        [moment - orphan_grace]))
+    expired = expirable_snapshots(con, moment - keep_snapshots)
+    if expired:
+        report.snapshots_expired = len(step(
+            "expire", f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [expired]))
+    # files of expired snapshots and files a merge replaced: kept ``orphan_grace`` more for
+    # queries still reading them
+    if orphan_grace > timedelta(0):
+        report.files_deleted = len(step(
+            "cleanup", f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)",
+            [text_safe_threshold(moment - orphan_grace)]))
+    else:  # no grace asked for (tests, an operator's explicit choice): every file now
+        report.files_deleted = len(step(
+            "cleanup", f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)"))
     report.orphans_deleted = len(step(
         "orphans", f"CALL ducklake_delete_orphaned_files({lake}, older_than => ?)",
         [moment - orphan_grace]))

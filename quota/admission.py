@@ -58,6 +58,7 @@ from quota.results import (
     Admitted,
     Duplicate,
     IdempotencyConflict,
+    QueueFull,
     QuotaExceeded,
     QuotaUnavailableError,
     Unavailable,
@@ -73,6 +74,7 @@ __all__ = [
     "Admitted",
     "Duplicate",
     "IdempotencyConflict",
+    "QueueFull",
     "QuotaExceeded",
     "QuotaService",
     "QuotaUnavailableError",
@@ -97,7 +99,12 @@ POOL_WAIT_S = 0.002
 _UNCERTAIN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # Replies of admit.lua (first element).
-_ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT, _OTHER_PERIOD = 1, 2, 3, 4, 5
+_ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT, _OTHER_PERIOD, _QUEUE_FULL = 1, 2, 3, 4, 5, 6
+
+DEFAULT_MAX_QUEUE_RECORDS = 5_000_000
+# Retry-After of a full queue: the worker drains hundreds of thousands of records a second,
+# so a few seconds is enough for a backlog at the bound to fall below it again
+QUEUE_FULL_RETRY_AFTER_S = 5.0
 
 # Sends of one admission when Redis's month differs from the guess: the second has Redis's
 # month; a third only if the month turned between the two.
@@ -123,6 +130,7 @@ class QuotaService:
         default_limit: int,
         deadline_s: float,
         clock: Callable[[], datetime],
+        max_queue_records: int = DEFAULT_MAX_QUEUE_RECORDS,
     ) -> None:
         if default_limit < -1:
             raise ValueError("default_limit must be >= -1")
@@ -131,6 +139,8 @@ class QuotaService:
         self.redis = redis
         self.default_limit = default_limit
         self.deadline_s = deadline_s
+        # backlog bound per dataset queue (records admitted and not yet written)
+        self.max_queue_records = max_queue_records
         self.clock = clock
         self._script = OneShotScript(redis, "admit.lua")
         # Queue keys this process has put into the worker's index set. A global key cannot
@@ -139,7 +149,7 @@ class QuotaService:
         self._indexed: set[str] = set()
         # Hot-path caches: id validation and key formatting per combination, month math
         # per month. Both are pure functions of their keys.
-        self._key_cache: dict[tuple[str, str, str, str], tuple[str, str, str, str]] = {}
+        self._key_cache: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
         self._period_cache: tuple[str, datetime, int, int, int] | None = None
         # The month Redis answered last: the next admission's guess (see admit).
         self._period_hint: str | None = None
@@ -183,7 +193,7 @@ class QuotaService:
             if idem is not None:
                 script_keys.append(idem)
             args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S,
-                               request_digest, starts, ends]
+                               request_digest, starts, ends, self.max_queue_records]
             for name, value in entry.items():
                 args += (name, value)
             reply = await self._run(script_keys, args, idem is not None, deadline)
@@ -222,6 +232,8 @@ class QuotaService:
             )
         if outcome == _CONFLICT:
             return IdempotencyConflict()
+        if outcome == _QUEUE_FULL:
+            return QueueFull(queued=int(reply[1]), retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
         raise RuntimeError(f"unexpected admission reply {outcome!r}")
 
     async def _run(
@@ -265,15 +277,17 @@ class QuotaService:
         return cached[1], cached[2], cached[3], cached[4]
 
     def _keys(self, user_id: str, project_id: str, dataset_id: str, period: str) -> list[str]:
-        """The script's first four keys (validated and built once per combination)."""
+        """The script's first five keys (validated and built once per combination)."""
         cache_key = (user_id, project_id, dataset_id, period)
         built = self._key_cache.get(cache_key)
         if built is None:
+            queue = keys.queue_key(user_id, project_id, dataset_id)
             built = (
                 keys.quota_limit_key(user_id),
                 keys.usage_total_key(user_id, period),
                 keys.usage_delta_key(user_id, period),
-                keys.queue_key(user_id, project_id, dataset_id),
+                queue,
+                keys.queued_records_key(queue),
             )
             if len(self._key_cache) >= KEY_CACHE_SIZE:
                 self._key_cache.clear()  # crude bound; refills with what is hot

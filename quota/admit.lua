@@ -7,7 +7,8 @@
 -- KEYS[2] usage_total:datasets:{u}:<YYYY-MM>  records admitted this month
 -- KEYS[3] usage_delta:datasets:{u}:<YYYY-MM>  admitted, not yet flushed to the ledger
 -- KEYS[4] queue:datasets:{u}:<p>:<d>          the dataset's stream (never trimmed here)
--- KEYS[5] idem:datasets:{u}:<p>:<digest>      optional: stored outcome of an earlier admission
+-- KEYS[5] queued:queue:datasets:{u}:<p>:<d>   records queued, not yet written (backpressure)
+-- KEYS[6] idem:datasets:{u}:<p>:<digest>      optional: stored outcome of an earlier admission
 --
 -- ARGV[1] n: records in the request (>= 1)
 -- ARGV[2] default limit for users without a limit key
@@ -16,7 +17,8 @@
 -- ARGV[5] digest of the request (an idempotency key reused for another request conflicts)
 -- ARGV[6] unix time at which the month of the usage keys starts (inclusive)
 -- ARGV[7] unix time at which it ends (exclusive)
--- ARGV[8..] field, value pairs of the stream entry
+-- ARGV[8] bound of KEYS[5]: at or past it the request is refused (STRICTGATE_MAX_QUEUE_RECORDS)
+-- ARGV[9..] field, value pairs of the stream entry
 --
 -- Replies (first element is the outcome):
 --   {1, limit, used_after, entry_id}                admitted
@@ -26,6 +28,8 @@
 --   {5, now_s}                                      the keys are not of this server's month:
 --                                                   nothing read or changed; the caller
 --                                                   retries with the month of now_s
+--   {6, queued}                                     the dataset queue's backlog is full,
+--                                                   nothing changed
 
 local n = tonumber(ARGV[1])
 
@@ -54,8 +58,8 @@ end
 
 -- 1. A key seen before answers with its first outcome and changes nothing, so a client
 --    retrying after a lost reply (or a 503) is never counted twice.
-if KEYS[5] then
-  local stored = redis.call('GET', KEYS[5])
+if KEYS[6] then
+  local stored = redis.call('GET', KEYS[6])
   if stored then
     local digest, count, entry_id = string.match(stored, '^([^\n]*)\n([^\n]*)\n(.*)$')
     if digest ~= ARGV[5] then
@@ -72,20 +76,30 @@ if limit >= 0 and used + n > limit then
   return {2, limit, used, now[1], now[2]}
 end
 
--- 3. Count and queue together: quota is counted if and only if the records are queued.
+-- 3. Backpressure: records queued and not yet written, per dataset queue (the worker
+--    decrements the counter in the transaction that acknowledges and deletes entries).
+--    A batch that would pass the bound is refused, unless the queue is empty: a batch
+--    bigger than the bound alone is then taken rather than refused forever.
+local queued = tonumber(redis.call('GET', KEYS[5]) or '0')
+if queued > 0 and queued + n > tonumber(ARGV[8]) then
+  return {6, queued}
+end
+
+-- 4. Count and queue together: quota is counted if and only if the records are queued.
 --    A script runs atomically but its writes are not rolled back on an error, so every check
 --    that can fail ran above (tonumber of the counters) and XADD, the one write whose
 --    arguments come from the caller, goes first: if it fails, nothing was counted.
-local entry_id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 8))
+local entry_id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 9))
 local used_after = redis.call('INCRBY', KEYS[2], n)
+redis.call('INCRBY', KEYS[5], n)
 redis.call('INCRBY', KEYS[3], n)
 -- Set on every admission rather than only on creation: the flush renames the delta away, and
 -- an absolute EXPIREAT is idempotent, so re-setting it costs nothing and can never drift.
 redis.call('EXPIREAT', KEYS[2], ARGV[3])
 redis.call('EXPIREAT', KEYS[3], ARGV[3])
 
-if KEYS[5] then
-  redis.call('SET', KEYS[5], ARGV[5] .. '\n' .. n .. '\n' .. entry_id, 'EX', ARGV[4])
+if KEYS[6] then
+  redis.call('SET', KEYS[6], ARGV[5] .. '\n' .. n .. '\n' .. entry_id, 'EX', ARGV[4])
 end
 
 return {1, limit, used_after, entry_id}

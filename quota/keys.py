@@ -81,6 +81,24 @@ def queues_index_key() -> str:
     return "strictgate:queues"
 
 
+def queued_records_key(stream_key: str) -> str:
+    """Records admitted to ``stream_key`` and not yet written (INCRBY in the admission
+    script, DECRBY in the worker's acknowledging transaction): the backpressure counter.
+    It embeds the stream key, so it shares the stream's hash tag (one slot)."""
+    return f"queued:{stream_key}"
+
+
+def dead_letter_key(stream_key: str) -> str:
+    """The stream where the worker moves entries of ``stream_key`` it cannot write (a
+    malformed record, a definition that is gone), under the same hash tag."""
+    return f"dead:{stream_key}"
+
+
+def lake_compaction_lock_key() -> str:
+    """Held (SET NX PX) by the one worker compacting the lake, so passes never overlap."""
+    return "strictgate:lake:compaction-lock"
+
+
 def written_marks_key(stream_key: str) -> str:
     """Hash entry id -> output file, set by the worker between fsync and XACK."""
     return f"written:{stream_key}"

@@ -68,7 +68,18 @@ class Unavailable:
     retry_after_s: float
 
 
-AdmissionResult = Admitted | QuotaExceeded | Duplicate | IdempotencyConflict | Unavailable
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueFull:
+    """The dataset queue holds ``queued`` unwritten records, at or past the bound
+    (``STRICTGATE_MAX_QUEUE_RECORDS``): nothing was queued or counted; retry later, once
+    the worker caught up."""
+
+    queued: int
+    retry_after_s: float
+
+
+AdmissionResult = (Admitted | QuotaExceeded | Duplicate | IdempotencyConflict | QueueFull
+                   | Unavailable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,10 +9,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from lake.cli import register as register_lake
 from quota.cli import register as register_quota
 from registry.cli import register as register_registry
 from strictgate.cli_redis import NoRedisError
 from strictgate.datadir import DataDirError
+from strictgate.embedded import EmbeddedServerError
 from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
 from worker.cli import register as register_worker
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_quota(sub)
     register_registry(sub)
     register_worker(sub)
+    register_lake(sub)
     return parser
 
 
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"strictgate: {exc}", file=sys.stderr)
         return 2
-    except (DataDirError, CannotListenError, NoRedisError) as exc:
+    except (DataDirError, CannotListenError, NoRedisError, EmbeddedServerError) as exc:
         print(f"strictgate: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -161,6 +161,7 @@ class EmbeddedServer:
             "--dir", str(self.data_dir),
             "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "valkey.log"),
+            "--pidfile", str(self.pid_path),
             "--save", "",
         ]
         if self.persist:
@@ -178,11 +179,40 @@ class EmbeddedServer:
             args.append("-")
         return args
 
+    @property
+    def pid_path(self) -> Path:
+        """The server's pidfile (valkey removes it when it stops cleanly)."""
+        return self.data_dir / "valkey.pid"
+
+    def previous_server_pid(self) -> int | None:
+        """The PID of a valkey-server still running on this data dir, if any: one left by a
+        service that was killed (it is being stopped with it, but may still be writing)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):  # no pidfile, garbage, or no such process
+            return None
+        if self.process is not None and self.process.pid == pid:
+            return None
+        return pid if b"valkey-server" in cmdline.split(b"\0", 1)[0] else None
+
+    def wait_for_previous_server(self, timeout: float = 10.0) -> None:
+        """Two servers on one AOF would interleave their writes: wait until an earlier server
+        on this data dir has exited, or raise :class:`EmbeddedServerError`."""
+        deadline = time.monotonic() + timeout
+        while (pid := self.previous_server_pid()) is not None:
+            if time.monotonic() >= deadline:
+                raise EmbeddedServerError(
+                    f"an earlier valkey-server (PID {pid}) still runs on {self.data_dir}; "
+                    "stop it before starting strictgate")
+            time.sleep(0.05)
+
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the server process without waiting for it (see :meth:`start`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # the AOF holds every queued record and key: the owner only
         self.data_dir.chmod(0o700)
+        self.wait_for_previous_server()
         self.process = subprocess.Popen(
             self.command(),
             stdin=subprocess.PIPE if self.password is not None else subprocess.DEVNULL,

@@ -53,6 +53,18 @@ class Metrics:
             "strictgate_sink_errors", "Failed attempts to write a batch, by cause (errno name)",
             ["sink", "cause"], registry=self.registry,
         )
+        self.dead_letters = Counter(
+            "strictgate_dead_letters", "Queue entries the worker could not write and moved to "
+            "the dataset's dead-letter stream (dead:<queue>), by reason",
+            ["reason"], registry=self.registry,
+        )
+        self.lake_commits = Counter(
+            "strictgate_lake_commits", "Lake commits of the worker", registry=self.registry,
+        )
+        self.lake_compactions = Counter(
+            "strictgate_lake_compactions", "Lake compaction passes, by outcome",
+            ["outcome"], registry=self.registry,
+        )
         self.records_written = Counter(
             "strictgate_records_written", "Records written to output files by the worker",
             registry=self.registry,

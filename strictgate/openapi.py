@@ -104,6 +104,83 @@ def _ingest_op(batch: bool, with_path: bool) -> Schema:
     }
 
 
+STORED_RECORD: Schema = {
+    "type": "object",
+    "description": "A record as sent (fields in definition order) plus the system fields.",
+    "required": ["timestamp", "context", "__traceId", "__datasetVersion", "__receivedAt",
+                 "__entryId"],
+    "properties": {
+        "timestamp": {"type": "string", "format": "date-time"},
+        "context": {"type": "object"},
+        "__traceId": {"type": "string", "description": "the ingest request's X-Request-Id"},
+        "__datasetVersion": {"type": "integer", "minimum": 1},
+        "__receivedAt": {"type": "string", "format": "date-time",
+                         "description": "when the API received it (UTC, milliseconds)"},
+        "__entryId": {"type": "string", "description": "the queue entry that carried it"},
+    },
+    "additionalProperties": True,
+}
+
+
+def _query_param(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_DATE_OR_TIME: Schema = {"type": "string", "anyOf": [{"format": "date-time"},
+                                                    {"format": "date"}]}
+
+
+def _read_op() -> Schema:
+    page = {"type": "object", "required": ["success", "records", "next_cursor"],
+            "properties": {"success": {"const": True},
+                           "records": {"type": "array", "items": _ref("StoredRecord")},
+                           "next_cursor": {"type": ["string", "null"]}}}
+    return {
+        "summary": "Read a dataset's records in receipt order (pages with a cursor)",
+        "description": (
+            "Records of the key's project only. Any other query parameter, a repeated one "
+            "or a bad value is a 400 whose `field` names the parameter. Pass the same "
+            "from/to/version with a cursor. `Accept: application/x-ndjson` answers one "
+            "record per line, the next cursor in the X-Next-Cursor header (absent on the "
+            "last page)."),
+        "security": [{"projectKey": []}],
+        "parameters": [
+            _path_param("dataset_id"),
+            _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                   "default": 100}, "records per page"),
+            _query_param("cursor", {"type": "string"},
+                         "the previous page's next_cursor (opaque)"),
+            _query_param("from", _DATE_OR_TIME,
+                         "__receivedAt at or after this (RFC 3339, or a UTC day YYYY-MM-DD)"),
+            _query_param("to", _DATE_OR_TIME,
+                         "__receivedAt before this (a day YYYY-MM-DD includes that day)"),
+            _query_param("version", {"type": "integer", "minimum": 1},
+                         "only records of this definition version"),
+            {"name": "Accept", "in": "header", "required": False,
+             "schema": {"type": "string",
+                        "enum": ["application/json", "application/x-ndjson"]}},
+        ],
+        "responses": {
+            "200": {
+                "description": "A page (next_cursor null on the last one)",
+                "headers": {"X-Next-Cursor": {
+                    "description": "NDJSON answers only: the next page's cursor",
+                    "schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {"schema": page},
+                    "application/x-ndjson": {"schema": _ref("StoredRecord")},
+                },
+            },
+            **_errors(400, 401, 404),
+            "501": {"description": "Not available with STRICTGATE_SINK=jsonl",
+                    **_json(_ref("Error"))},
+            "503": {"description": "Redis or the lake cannot be read (retry after Retry-After "
+                                   "seconds)", **_json(_ref("Error"))},
+        },
+    }
+
+
 def _admin(summary: str, ok: str, ok_schema: Schema, *errors: int, body: Schema | None = None,
            params: list[Schema] | None = None, created: bool = False) -> Schema:
     op: Schema = {
@@ -143,6 +220,7 @@ def openapi_document() -> Schema:
             "/datasets/{dataset_id}/batch": {"post": _ingest_op(True, True)},
             "/datasets": {"post": _ingest_op(False, False)},
             "/datasets/batch": {"post": _ingest_op(True, False)},
+            "/datasets/{dataset_id}/records": {"get": _read_op()},
             ds: {
                 "put": _admin("Create (201) or update (200) a dataset definition", "200", OBJ,
                               400, 409, 503, created=True,
@@ -192,7 +270,8 @@ def openapi_document() -> Schema:
         },
         "components": {
             "schemas": {"Error": ERROR_BODY, "ErrorItem": ERROR_ITEM,
-                        "QuotaDetails": QUOTA_DETAILS, "Record": RECORD},
+                        "QuotaDetails": QUOTA_DETAILS, "Record": RECORD,
+                        "StoredRecord": STORED_RECORD},
             "securitySchemes": {
                 "projectKey": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "adminToken": {"type": "http", "scheme": "bearer"},

@@ -14,6 +14,7 @@ import resource
 import socket
 
 from strictgate.datadir import lock_data_dir
+from strictgate.embedded import EmbeddedServer
 from strictgate.settings import Settings, SettingsError
 
 log = logging.getLogger("strictgate")
@@ -84,8 +85,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM. Raises :class:`CannotListenError`,
-    :class:`strictgate.datadir.DataDirInUseError` or :class:`SettingsError` before anything
-    is started."""
+    :class:`strictgate.datadir.DataDirInUseError`, :class:`SettingsError` or
+    :class:`strictgate.embedded.EmbeddedServerError` before anything is started."""
     import uvicorn
 
     from app import create_app
@@ -98,6 +99,14 @@ def serve(settings: Settings) -> int:
         lock = lock_data_dir(settings.data_dir)
     except BaseException:
         sock.close()
+        raise
+    try:
+        if settings.redis_url is None:
+            # the valkey of a service killed a moment ago may still be shutting down
+            EmbeddedServer(settings.data_dir / "redis").wait_for_previous_server()
+    except BaseException:
+        sock.close()
+        lock.release()
         raise
     try:
         guard = ConnectionGuard(max_connections=cap, header_timeout_s=settings.header_timeout_s)

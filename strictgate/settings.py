@@ -51,6 +51,17 @@ class Settings:
     # appendfsync of the embedded valkey (ignored with REDIS_URL): "always" makes a 2xx
     # survive power loss; see README "Durability" for the trade-off.
     redis_fsync: str = "always"
+    # Where the worker writes: "lake" (DuckLake tables) or "jsonl" (JSON Lines files).
+    sink: str = "lake"
+    # DuckLake catalog (what follows "ducklake:" in an ATTACH) and data path; None: the
+    # embedded default under <data dir>/lake (see lake_config).
+    lake_catalog: str | None = None
+    lake_data_path: str | None = None
+    # Records queued and not yet written, per dataset queue, above which admission answers
+    # 503 + Retry-After (backpressure instead of Redis running out of memory).
+    max_queue_records: int = 5_000_000
+    # How long old lake snapshots are kept (time travel) before compaction expires them.
+    lake_snapshot_retention_s: float = 7 * 86400.0
 
     @property
     def redis_deadline_s(self) -> float:
@@ -77,6 +88,11 @@ _ENV: dict[str, str] = {
     "STRICTGATE_MAX_CONNECTIONS": "max_connections",
     "STRICTGATE_SCANNER": "scanner",
     "STRICTGATE_REDIS_FSYNC": "redis_fsync",
+    "STRICTGATE_SINK": "sink",
+    "STRICTGATE_LAKE_CATALOG": "lake_catalog",
+    "STRICTGATE_LAKE_DATA_PATH": "lake_data_path",
+    "STRICTGATE_MAX_QUEUE_RECORDS": "max_queue_records",
+    "STRICTGATE_LAKE_SNAPSHOT_RETENTION_S": "lake_snapshot_retention_s",
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_ENV)
@@ -91,6 +107,13 @@ _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 REDIS_FSYNC_CHOICES: tuple[str, ...] = ("always", "everysec", "no")
 """Values of ``STRICTGATE_REDIS_FSYNC`` (valkey's ``appendfsync``)."""
+
+SINKS: tuple[str, ...] = ("lake", "jsonl")
+"""Values of ``STRICTGATE_SINK``."""
+
+LAKE_CATALOG_PREFIXES: tuple[str, ...] = ("sqlite:", "postgres:", "postgresql:")
+"""What ``STRICTGATE_LAKE_CATALOG`` may start with (a DuckDB-file catalog is refused: while
+one process holds it no other can read it)."""
 
 
 def _parse_int(name: str, raw: str, minimum: int) -> int:
@@ -213,11 +236,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, 1)
         elif field in ("run_worker", "scanner"):
             values[field] = _parse_bool(name, raw)
-        elif field == "redis_fsync":
-            if raw.strip() not in REDIS_FSYNC_CHOICES:
-                raise SettingsError(f"{name} must be one of {'/'.join(REDIS_FSYNC_CHOICES)}, "
+        elif field in ("redis_fsync", "sink"):
+            choices = REDIS_FSYNC_CHOICES if field == "redis_fsync" else SINKS
+            if raw.strip() not in choices:
+                raise SettingsError(f"{name} must be one of {'/'.join(choices)}, "
                                     f"got {raw[:40]!r}")
             values[field] = raw.strip()
+        elif field == "lake_catalog":
+            if not raw.strip().startswith(LAKE_CATALOG_PREFIXES):
+                raise SettingsError(
+                    f"{name} must start with {', '.join(LAKE_CATALOG_PREFIXES)} "
+                    f"(e.g. postgres:dbname=lake host=127.0.0.1), got {_shown_url(raw)[:40]!r}")
+            values[field] = raw.strip()
+        elif field == "max_queue_records":
+            values[field] = _parse_int(name, raw, 1)
+        elif field == "lake_snapshot_retention_s":
+            values[field] = _parse_float(name, raw, 0.0, 10 * 365 * 86400.0)
         elif field == "data_dir":
             values[field] = Path(raw)
         elif field in ("header_timeout_s", "keepalive_timeout_s"):

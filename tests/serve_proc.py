@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.lake_rows import lake_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 STRICTGATE = Path(sys.executable).parent / "strictgate"
 SEED_DEFINITION = json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text())
@@ -138,10 +140,17 @@ class Serve:
 
 
 def written_trace_ids(data_dir: Path) -> list[str]:
-    """``__traceId`` of every record in the JSON Lines output."""
-    return [json.loads(line)["__traceId"]
-            for path in sorted((data_dir / "output").rglob("*.jsonl"))
-            for line in path.read_text().splitlines() if line.strip()]
+    """``__traceId`` of every record written: the lake's tables (the default sink), plus any
+    JSON Lines output (``STRICTGATE_SINK=jsonl``)."""
+    found = [json.loads(line)["__traceId"]
+             for path in sorted((data_dir / "output").rglob("*.jsonl"))
+             for line in path.read_text().splitlines() if line.strip()]
+    return found + lake_trace_ids(data_dir)
+
+
+def lake_trace_ids(data_dir: Path) -> list[str]:
+    """``__traceId`` of every row of every dataset table of the embedded lake."""
+    return [str(row["__traceId"]) for row in lake_rows(data_dir, ("__traceId",))]
 
 
 def ledger_records(data_dir: Path, user: str = "alice") -> int:

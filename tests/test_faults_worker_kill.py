@@ -76,7 +76,7 @@ def written_lines(root: Path) -> int:
 
 def start_worker(redis_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir))
+    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir), STRICTGATE_SINK="jsonl")
     return subprocess.Popen(
         [sys.executable, "-m", "strictgate.cli", "worker"], cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

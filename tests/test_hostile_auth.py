@@ -22,6 +22,8 @@ import pytest
 import redis
 from jwt.warnings import InsecureKeyLengthWarning
 
+from lake.engine import LakeConfig
+from lake.writer import LakeWriter
 from quota import keys
 from tests.ingest_fixtures import (
     ADMIN,
@@ -31,6 +33,7 @@ from tests.ingest_fixtures import (
     SEED_SINGLE,
     Service,
 )
+from tests.lake_support import seed_definitions, seed_entries
 from tests.test_hostile_bodies import LiveServer
 
 # HS384/HS512 forgeries use the (HS256-sized) test secret on purpose.
@@ -322,6 +325,22 @@ def test_dataset_of_another_project_is_byte_identical_to_a_missing_one(
         assert other.status_code == 404, other.text
         assert _comparable(other) == _comparable(missing)
     _nothing_left(svc, sync_redis)
+
+
+def test_reading_records_of_another_project_is_impossible(svc: Service, key: str) -> None:
+    """The read route: another project's dataset answers byte for byte like a missing one,
+    and a dataset id both projects use reads only the key's project's rows."""
+    writer = LakeWriter(LakeConfig.local(svc.data_dir), seed_definitions)
+    writer.write(seed_entries(1, 3, project="p2", dataset="13"))
+    writer.write(seed_entries(1, 3, start=1, project="p2", dataset="only-in-p2"))
+    writer.close()
+    auth = {"Authorization": f"Bearer {key}"}
+    other = svc.client.get("/datasets/only-in-p2/records", headers=auth)
+    missing = svc.client.get("/datasets/nowhere/records", headers=auth)
+    assert other.status_code == 404
+    assert _comparable(other) == _comparable(missing)
+    shared = svc.client.get("/datasets/13/records", headers=auth)
+    assert shared.json() == {"success": True, "records": [], "next_cursor": None}
 
 
 def test_project_and_user_fields_inside_a_record_cannot_redirect_it(

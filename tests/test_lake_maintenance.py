@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from lake.engine import LakeConfig
+from lake.engine import LakeConfig, connect
 from lake.maintenance import compact
 from lake.writer import LakeWriter
 from tests.lake_support import ROOT, seed_definitions, seed_entries
@@ -58,12 +58,50 @@ def test_snapshots_in_the_window_stay_readable(tmp_path: Path) -> None:
     assert first is not None
     for n in range(1, 5):
         writer.write(seed_entries(2, 100, start=n * 2))
-    compact(writer.con, keep_snapshots=timedelta(days=1), orphan_grace=ZERO)
+    before = writer.con.execute("SELECT count(*) FROM lake.snapshots()").fetchone()
+    # a window shorter than a day: DuckLake's own older_than (a text comparison in a SQLite
+    # catalog) expired every snapshot of the day
+    report = compact(writer.con, keep_snapshots=timedelta(hours=1), orphan_grace=ZERO)
+    assert report.snapshots_expired == 0
+    after = writer.con.execute("SELECT count(*) FROM lake.snapshots()").fetchone()
+    assert before is not None and after == (before[0] + 1,)  # + the merge's snapshot
     old = writer.con.execute(f"SELECT count(*) FROM lake.p1.billing AT (VERSION => {first[0]})"
                              ).fetchone()
     assert old == (200,)
     # the merged file keeps each row's snapshot: time travel needs none of the small files
     assert len(_files(tmp_path)) == 1
+    writer.close()
+
+
+def test_snapshots_past_the_window_are_expired(tmp_path: Path) -> None:
+    writer = _filled(tmp_path, 3)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    report = compact(writer.con, keep_snapshots=timedelta(hours=1), now=later)
+    newest = writer.con.execute("SELECT count(*) FROM lake.snapshots()").fetchone()
+    assert report.snapshots_expired > 0 and newest == (1,)
+    assert _digest(writer.con)[0] == 600
+    writer.close()
+
+
+def test_a_read_in_flight_survives_a_compaction(tmp_path: Path) -> None:
+    """A query that started before a merge keeps reading the files the merge replaced: they
+    are deleted only after ``orphan_grace``. DuckLake's own ``older_than`` (a text comparison
+    in a SQLite catalog) deleted them at once: "Cannot open file ... No such file"."""
+    writer = _filled(tmp_path, 5)
+    reader = connect(LakeConfig.local(tmp_path))
+    reader.execute("BEGIN")  # pins the snapshot: the small files
+    assert reader.execute("SELECT count(*) FROM lake.p1.billing").fetchone() == (1000,)
+    report = compact(writer.con, keep_snapshots=timedelta(hours=1),
+                     orphan_grace=timedelta(hours=1))
+    assert report.files_merged > 0 and report.files_deleted == 0
+    assert _digest(reader)[0] == 1000
+    reader.execute("COMMIT")
+    reader.close()
+    # after the grace they go
+    later = compact(writer.con, keep_snapshots=timedelta(hours=1),
+                    orphan_grace=timedelta(hours=1), now=datetime.now(UTC) + timedelta(days=2))
+    assert later.files_deleted > 0 and len(_files(tmp_path)) == 1
+    assert _digest(writer.con)[0] == 1000
     writer.close()
 
 
@@ -82,7 +120,7 @@ def test_orphaned_files_go_after_their_grace(tmp_path: Path) -> None:
 COMPACT_LOOP = """
 import sys
 from datetime import UTC, datetime, timedelta
-from lake.engine import LakeConfig
+from lake.engine import LakeConfig, connect
 from lake.maintenance import compact_lake
 while True:
     # a grace of 0 would delete the files of a commit in flight as orphans (that is what
@@ -96,6 +134,11 @@ def test_sigkill_during_compaction_loses_and_doubles_nothing(tmp_path: Path) -> 
     writer = _filled(tmp_path, 30, per_commit=3)
     rows, _ = _digest(writer.con)
     writer.close()
+    # a reader in one transaction all along (as an API page or a user's query running while
+    # the worker compacts): it must keep reading its snapshot's files
+    reader = connect(LakeConfig.local(tmp_path))
+    reader.execute("BEGIN")
+    pinned = _digest(reader)
     for delay in (0.6, 0.9, 1.2, 1.5):
         proc = subprocess.Popen([sys.executable, "-c", COMPACT_LOOP, str(tmp_path)], cwd=ROOT,
                                 stderr=subprocess.PIPE)
@@ -115,6 +158,9 @@ def test_sigkill_during_compaction_loses_and_doubles_nothing(tmp_path: Path) -> 
         assert count == rows and distinct == (rows,)
         assert writer.write(seed_entries(90, 100)).written == []
         writer.close()
+        assert _digest(reader) == pinned
+    reader.execute("COMMIT")
+    reader.close()
     writer = LakeWriter(LakeConfig.local(tmp_path), seed_definitions)
     compact(writer.con, keep_snapshots=ZERO, orphan_grace=ZERO)
     assert _digest(writer.con)[0] == rows

@@ -9,11 +9,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from lake import engine
 from lake.engine import LakeConfig
 from lake.reader import (
     CursorCodec,
     DatasetNotFound,
     LakeReader,
+    NotARead,
     ReadError,
     parse_bound,
     parse_limit,
@@ -154,10 +156,31 @@ def test_sql_reads_and_refuses_everything_else(lake: LakeConfig, tmp_path: Path)
     outside = tmp_path / "out.csv"
     for statement in ("INSERT INTO p1.billing (country) VALUES ('x')",
                       "DELETE FROM p1.billing", "CREATE TABLE p1.x (a INT)",
+                      f"COPY (SELECT 1) TO '{outside}'", f"ATTACH '{tmp_path / 'x.db'}' AS x",
+                      "SET enable_external_access = true", "USE memory", "DETACH lake",
+                      "SELECT 1; DELETE FROM p1.billing", "CALL ducklake_snapshots('lake')"):
+        with pytest.raises(NotARead):
+            reader.sql(statement)
+    # a read statement of a file: refused by the connection itself
+    with pytest.raises(duckdb.PermissionException):
+        reader.sql("SELECT * FROM read_csv('/etc/passwd')")
+    assert not outside.exists()
+    assert reader.sql("SELECT count(*) FROM p1.billing")[1] == [(350,)]
+    for read in ("SHOW ALL TABLES", "DESCRIBE p1.billing", "EXPLAIN SELECT 1",
+                 "WITH a AS (SELECT 1 AS x) SELECT x FROM a", "FROM p1.other SELECT count(*)",
+                 "SELECT count(*) FROM ducklake_snapshots('lake')"):
+        assert reader.sql(read)[1], read
+    reader.close()
+
+
+def test_the_sql_connection_refuses_writes_by_itself(lake: LakeConfig, tmp_path: Path) -> None:
+    """Below the statement check: the READ_ONLY attach and the locked configuration."""
+    con = engine.connect(lake, read_only=True)
+    outside = tmp_path / "out.csv"
+    for statement in ("INSERT INTO p1.billing (country) VALUES ('x')",
                       f"COPY (SELECT 1) TO '{outside}'", "SELECT * FROM read_csv('/etc/passwd')",
                       f"ATTACH '{tmp_path / 'x.db'}' AS x", "SET enable_external_access = true"):
         with pytest.raises(duckdb.Error):
-            reader.sql(statement)
+            con.execute(statement)
     assert not outside.exists()
-    assert reader.sql("SELECT count(*) FROM p1.billing")[1] == [(350,)]
-    reader.close()
+    con.close()

@@ -78,14 +78,28 @@ def test_make_run_serves_the_seed_end_to_end(tmp_path: Path) -> None:
                        headers={**hdrs, "X-Request-Id": "req_456"})
         assert (r.status_code, r.json()) == (202, {"success": True, "count": 2,
                                                    "status": "queued"})
-        out = data_dir / "output"
+        # the tour's last steps: read the records back through the API (the in-process
+        # worker commits them to the lake within a second or so) and through `strictgate sql`
         deadline = time.monotonic() + 15
-        lines: list[dict[str, object]] = []
-        while time.monotonic() < deadline and len(lines) < 3:
-            lines = [json.loads(x) for p in sorted(out.rglob("*.jsonl"))
-                     for x in p.read_text().splitlines()]
+        records: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(records) < 3:
+            r = httpx.get(f"{base}/datasets/13/records", headers=hdrs)
+            assert r.status_code == 200, r.text
+            records = r.json()["records"]
             time.sleep(0.1)
-        assert sorted(str(x["__traceId"]) for x in lines) == ["req_123", "req_456", "req_456"]
+        assert [(x["__traceId"], x["country"], x["amount"]) for x in records] == [
+            ("req_123", "RO", 42.5), ("req_456", "RO", 20.0), ("req_456", "US", 5.0)]
+        assert records[0]["context"] == SINGLE["context"]
+        assert records[0]["timestamp"] == SINGLE["timestamp"]
+        assert r.json()["next_cursor"] is None
+        sql = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "strictgate"), "sql", "--json",
+             'SELECT "__traceId", country FROM demo."13" ORDER BY "__receivedAt", "__seq"'],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert sql.returncode == 0, sql.stderr
+        assert json.loads(sql.stdout) == [
+            {"__traceId": "req_123", "country": "RO"}, {"__traceId": "req_456", "country": "RO"},
+            {"__traceId": "req_456", "country": "US"}]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

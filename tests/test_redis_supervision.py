@@ -26,8 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from strictgate.embedded import EmbeddedServer, free_port
-from tests.ingest_fixtures import SEED_BATCH, SEED_DEFINITION, output_lines
+from strictgate.embedded import EmbeddedServer, EmbeddedServerError, free_port
+from tests.ingest_fixtures import SEED_BATCH, SEED_DEFINITION
+from tests.serve_proc import lake_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "topsecret-0123456789"
@@ -195,16 +196,16 @@ def test_killed_embedded_valkey_is_restarted_and_nothing_acknowledged_is_lost(
     assert (len(deaths), len(restarts)) == (1, 1), svc.log()
     assert (svc.data_dir / "redis.url").read_text().strip().endswith(f":{port}/0")
 
-    # acknowledged vs written: every 202 in the output exactly once, nothing else
+    # acknowledged vs written: every 202 in the lake exactly once, nothing else
     expected = {(rid, j) for rid, n in load.accepted.items() for j in range(n)}
     deadline = time.monotonic() + 30
-    lines: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        lines = output_lines(svc.data_dir / "output")
-        if len(lines) >= len(expected):
+        rows = lake_rows(svc.data_dir, ("__traceId", "context"))
+        if len(rows) >= len(expected):
             break
         time.sleep(0.2)
-    written = Counter((str(x["__traceId"]), int(x["context"]["j"])) for x in lines)
+    written = Counter((str(x["__traceId"]), int(json.loads(x["context"])["j"])) for x in rows)
     assert set(written) == expected
     assert max(written.values()) == 1
 
@@ -252,3 +253,41 @@ def test_unreachable_redis_is_logged_once_per_change_with_host_port_and_no_passw
     assert len(svc.lines("redis at", where, "reachable again")) == 1, svc.log()
     assert len(svc.lines("durability:", where, "runs without AOF")) == 1, svc.log()
     assert PASSWORD not in svc.log()
+
+
+def test_a_second_server_never_runs_on_the_files_of_one_still_running(tmp_path: Path) -> None:
+    """A service killed with -9 releases its data-dir lock at once while its valkey is still
+    shutting down: the next start waits for that server, and refuses while it lives."""
+    first = EmbeddedServer(tmp_path / "redis").start()
+    try:
+        assert first.pid_path.read_text().strip() == str(first.process.pid)  # type: ignore[union-attr]
+        second = EmbeddedServer(tmp_path / "redis")
+        assert second.previous_server_pid() == first.process.pid  # type: ignore[union-attr]
+        started = time.monotonic()
+        with pytest.raises(EmbeddedServerError, match=r"an earlier valkey-server \(PID \d+\) "
+                                                      r"still runs on "):
+            second.wait_for_previous_server(timeout=0.3)
+        assert time.monotonic() - started >= 0.3
+        assert second.process is None  # nothing was started
+        # the earlier one going away in the meantime: the wait ends and the start goes on
+        threading.Timer(0.3, first.stop).start()
+        second.start()
+        try:
+            # it started only once the earlier one had exited
+            assert first.process.poll() is not None  # type: ignore[union-attr]
+            assert second.previous_server_pid() is None
+            assert second.client().ping()
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_a_stale_pidfile_of_a_dead_server_does_not_block(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "redis").start()
+    server.kill()  # SIGKILL: valkey cannot remove its pidfile
+    assert server.pid_path.exists()
+    again = EmbeddedServer(tmp_path / "redis")
+    assert again.previous_server_pid() is None
+    again.start()
+    again.stop()

@@ -61,7 +61,7 @@ def test_worker_cli_serves_its_metrics(
         sync_redis.xadd(stream, _entry(2, f"t{i}"))  # type: ignore[arg-type]
     sync_redis.sadd(keys.queues_index_key(), stream)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir))
+    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir), STRICTGATE_SINK="jsonl")
     proc = subprocess.Popen(
         [sys.executable, "-m", "strictgate.cli", "worker", "--metrics-port", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -100,7 +100,7 @@ def test_worker_cli_metrics_port_in_use_is_one_line_error(
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-        env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir))
+        env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir), STRICTGATE_SINK="jsonl")
         done = subprocess.run(
             [sys.executable, "-m", "strictgate.cli", "worker", "--metrics-port", str(port)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=30,

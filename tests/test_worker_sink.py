@@ -175,7 +175,7 @@ def test_output_disk_full_over_http(
     output = data_dir / "output"
     caplog.set_level(logging.INFO, logger="strictgate.worker")
     with tmpfs(output, "1m"), contextlib.contextmanager(start_service)(
-            data_dir, redis_url, STRICTGATE_RUN_WORKER="1") as svc:
+            data_dir, redis_url, STRICTGATE_RUN_WORKER="1", STRICTGATE_SINK="jsonl") as svc:
         svc.put_dataset("p1", "13", SEED_DEFINITION)
         key = svc.create_key("p1", "u1")
         sent = [post_one(svc, key)]

@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "worker", help="run the queue worker alone (several may run)",
         description="Run the queue worker (and the periodic usage flush) without the API: "
-                    "writes queued records under <data dir>/output. Talks to REDIS_URL, or "
+                    "writes queued records to the lake (STRICTGATE_SINK=lake, the default) or as "
+                    "JSON Lines under <data dir>/output (jsonl). Talks to REDIS_URL, or "
                     "to the embedded server of the service running on STRICTGATE_DATA_DIR. "
                     "Stop with Ctrl-C or SIGTERM.",
     )

@@ -11,6 +11,14 @@ A sink that cannot write (disk full, read-only, ...) raises :class:`SinkError`: 
 staged files are removed, its entries stay pending, :class:`SinkHealth` records the state
 (``/readyz``, metrics, one log line per change) and the worker retries its own pending entries
 before reading new ones, so it catches up by itself once the cause is gone.
+
+An entry that can never be written (a malformed record, a missing field) is a poison entry:
+it is moved to the queue's dead-letter stream (:func:`quota.keys.dead_letter_key`, same hash
+tag) with the reason, acknowledged and deleted in one transaction, logged once with its id
+and counted, so it never stops the worker. Every acknowledging transaction also takes the
+entry's records off the queue's backpressure counter (:func:`quota.keys.queued_records_key`).
+
+This module is the JSON Lines worker; :mod:`worker.lake_sink` subclasses it for the lake.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class WorkerStats:
     entries_written: int = 0
     records_written: int = 0
     entries_finished_from_marks: int = 0
+    dead_letters: int = 0
     # age of the oldest entry of the last batch written (the lag metric is read from the
     # queues themselves: worker.queues)
     last_lag_s: float = 0.0
@@ -100,6 +109,43 @@ def output_lines(fields: dict[bytes, bytes]) -> list[bytes]:
     return lines
 
 
+def entry_records(fields: dict[bytes, bytes]) -> int:
+    """Records in a queue entry (its payload is a JSON array); 0 if it is not one."""
+    try:
+        return len(_RAW_RECORDS.decode(fields[b"records"]))
+    except (KeyError, msgspec.DecodeError):
+        return 0
+
+
+def checked_record_count(payload: bytes) -> int:
+    """Records in a queued payload, which must be a JSON array of non-empty objects
+    (ValueError or ``msgspec.DecodeError`` otherwise: a poison entry)."""
+    count = 0
+    for raw in _RAW_RECORDS.decode(payload):
+        view = memoryview(raw)
+        # Raw items start at their first token: "{" opens an object, "{}" is empty
+        if len(view) < 3 or view[0] != 0x7B:
+            raise ValueError("queued record is not a non-empty JSON object")
+        count += 1
+    return count
+
+
+# Errors that say an entry itself is malformed (not the sink): the entry is dead-lettered.
+POISON_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, KeyError, UnicodeDecodeError, msgspec.DecodeError)
+
+# Zero the backpressure counter of a queue that holds no entry at all (an entry deleted by
+# hand, or dead-lettered without a readable count, would otherwise keep it up for good).
+# One script: no admission can slip between the XLEN and the DEL.
+_RECONCILE_LUA = """
+if redis.call('XLEN', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+
 def receipt_stamp(fields: dict[bytes, bytes]) -> bytes:
     """The entry's ``received_at`` as queued (fixed-width ISO 8601, so it sorts by time)."""
     return fields[b"received_at"]
@@ -132,6 +178,7 @@ class Worker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[str, int, float], None] | None = None,
         health: SinkHealth | None = None,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         self.redis = redis
         self.output_root = Path(output_root)
@@ -151,6 +198,7 @@ class Worker:
         self.discover_interval_s = discover_interval_s
         self.clock = clock
         self.on_batch = on_batch
+        self.on_dead_letter = on_dead_letter
         self.stats = WorkerStats()
         self.health = health or SinkHealth(sink.SINK_NAME)
         self._redis_problem: str | None = None
@@ -170,6 +218,9 @@ class Worker:
             found.add(_str(key))
         for stream in found - self._grouped:
             await self._ensure_group(stream)
+        for stream in found:
+            await self.redis.eval(
+                _RECONCILE_LUA, 2, stream, keys.queued_records_key(stream))
         self._streams = found
         self._last_discover = time.monotonic()
         return found
@@ -201,11 +252,17 @@ class Worker:
         for entry in entries:
             by_day.setdefault(receipt_day(entry[1]), []).append(entry)
         records = 0
+        poison: list[tuple[Entry, Exception]] = []
         for day_entries in by_day.values():
             final = self._final_path(stream, day_entries[0][1], day_entries[0][0])
             lines: list[bytes] = []
-            for entry_id, fields in day_entries:
-                entry_lines = output_lines(fields)
+            for entry in day_entries:
+                entry_id, fields = entry
+                try:
+                    entry_lines = output_lines(fields)
+                except POISON_ERRORS as exc:
+                    poison.append((entry, exc))
+                    continue
                 records += len(entry_lines)
                 lines.extend(entry_lines)
                 marks[entry_id] = str(final)
@@ -213,12 +270,18 @@ class Worker:
                     # the worker shares the event loop with the API in `make run`: let
                     # requests through between big entries (p99 of batch ingest)
                     await asyncio.sleep(0)
-            groups[final] = lines
+            if lines:
+                groups[final] = lines
+        for entry, error in poison:
+            await self.dead_letter(stream, entry, "malformed_record", error)
+        entries = [entry for entry in entries if entry[0] in marks]
+        if not entries:
+            return 0
         await asyncio.to_thread(sink.stage_batch, groups)
         await self.redis.hset(keys.written_marks_key(stream), mapping=marks)  # type: ignore[arg-type]
         await asyncio.to_thread(_publish_all, list(groups))
         self.health.succeeded()
-        await self._finish(stream, list(marks))
+        await self._finish(stream, list(marks), records)
         self.stats.entries_written += len(entries)
         self.stats.records_written += records
         # received_at is one fixed-width ISO format: the smallest string is the oldest
@@ -228,14 +291,43 @@ class Worker:
             self.on_batch(stream, records, self.stats.last_lag_s)
         return records
 
-    async def _finish(self, stream: str, ids: Sequence[bytes]) -> None:
+    async def _finish(self, stream: str, ids: Sequence[bytes], records: int = 0) -> None:
+        """Acknowledge and delete ``ids`` (written), drop their marks and take their
+        ``records`` off the backpressure counter: one transaction, one slot."""
         if not ids:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(stream, keys.QUEUE_GROUP, *ids)
             pipe.xdel(stream, *ids)
             pipe.hdel(keys.written_marks_key(stream), *ids)
+            if records:
+                pipe.decrby(keys.queued_records_key(stream), records)
             await pipe.execute()
+
+    async def dead_letter(self, stream: str, entry: Entry, reason: str,
+                          error: BaseException | None = None) -> None:
+        """Move a poison entry aside: copy it to the queue's dead-letter stream with
+        ``reason``, acknowledge and delete it and take its records off the counter, in one
+        transaction; log it once (with its id) and count it."""
+        entry_id, fields = entry
+        detail = clip(f"{type(error).__name__}: {error}" if error is not None else reason, 300)
+        log.error("worker: entry %s of %s cannot be written (%s: %s); moved to %s",
+                  _str(entry_id), stream, reason, detail, keys.dead_letter_key(stream))
+        records = entry_records(fields)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            dead: dict[Any, Any] = {
+                **fields, b"dead_entry_id": entry_id, b"dead_reason": reason.encode(),
+                b"dead_detail": detail.encode()}
+            pipe.xadd(keys.dead_letter_key(stream), dead)
+            pipe.xack(stream, keys.QUEUE_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.hdel(keys.written_marks_key(stream), entry_id)
+            if records:
+                pipe.decrby(keys.queued_records_key(stream), records)
+            await pipe.execute()
+        self.stats.dead_letters += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(reason)
 
     async def _handle_redelivered(self, stream: str, entries: Sequence[Entry]) -> None:
         """Entries that may have been written by a worker that died before acking."""
@@ -244,15 +336,17 @@ class Worker:
         ids = [entry_id for entry_id, _ in entries]
         marked = await self.redis.hmget(keys.written_marks_key(stream), ids)
         done: list[bytes] = []
+        done_records = 0
         todo: list[Entry] = []
         for entry, mark in zip(entries, marked, strict=True):
             if mark is not None and await asyncio.to_thread(sink.publish, Path(_str(mark))):
                 done.append(entry[0])
+                done_records += entry_records(entry[1])
             else:
                 todo.append(entry)
         if done:
             self.health.succeeded()
-        await self._finish(stream, done)
+        await self._finish(stream, done, done_records)
         self.stats.entries_finished_from_marks += len(done)
         if todo:
             await self._write(stream, todo)
@@ -327,16 +421,25 @@ class Worker:
         handled = 0
         if now - self._last_reclaim >= max(self.reclaim_idle_ms / 2000.0, 0.05):
             handled += await self.reclaim()
+        return handled + await self._read_all()
+
+    async def _read_all(self) -> int:
+        """Read new entries of every stream once and write them (a batch per stream)."""
+        handled = 0
         for stream in sorted(self._streams):
             try:
                 handled += await self._read_new(stream)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream was deleted and recreated: make the group again.
-                self._grouped.discard(stream)
-                await self._ensure_group(stream)
+                await self._regroup(stream, exc)
         return handled
+
+    async def _regroup(self, stream: str, exc: ResponseError) -> None:
+        """After NOGROUP (the stream was deleted and recreated) make the group again;
+        re-raise any other error reply."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        self._grouped.discard(stream)
+        await self._ensure_group(stream)
 
     async def drain(self, timeout_s: float = 10.0) -> int:
         """Run until a pass finds nothing to do (for tests and shutdown)."""

@@ -40,14 +40,33 @@ def build_worker(
     redis: aioredis.Redis, settings: Settings, clock: Callable[[], datetime],
     metrics: Metrics | None,
 ) -> Worker:
-    """A worker writing under ``<data dir>/output`` and reporting to ``metrics``."""
+    """The worker of ``settings.sink``: the lake (``lake.config.lake_config``), compacted on
+    a schedule, or JSON Lines files under ``<data dir>/output``; reporting to ``metrics``."""
 
     def on_batch(stream: str, records: int, lag_s: float) -> None:
         if metrics is not None:
             metrics.records_written.inc(records)
+            if settings.sink == "lake":
+                metrics.lake_commits.inc()
 
+    def on_dead_letter(reason: str) -> None:
+        if metrics is not None:
+            metrics.dead_letters.labels(reason).inc()
+
+    if settings.sink == "lake":
+        # imported here: a jsonl-only process never loads duckdb
+        from lake.config import lake_config
+        from worker.compaction import CompactionSchedule
+        from worker.lake_sink import SINK_NAME, LakeWorker
+
+        config = lake_config(settings)
+        schedule = CompactionSchedule(
+            redis, config, keep_snapshots_s=settings.lake_snapshot_retention_s)
+        return LakeWorker(redis, config, compaction=schedule, clock=clock, on_batch=on_batch,
+                          health=SinkHealth(SINK_NAME, metrics),
+                          on_dead_letter=on_dead_letter)
     return Worker(redis, settings.data_dir / "output", clock=clock, on_batch=on_batch,
-                  health=SinkHealth(sink.SINK_NAME, metrics))
+                  health=SinkHealth(sink.SINK_NAME, metrics), on_dead_letter=on_dead_letter)
 
 
 async def update_queue_gauges(

@@ -1,0 +1,181 @@
+"""The lake worker against a real Redis and a real DuckLake (SQLite catalog, Parquet files):
+many entries per commit, exactly once across redelivery, poison entries set aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from lake.engine import LakeConfig
+from lake.writer import LakeWriter, QueueEntry
+from quota import keys
+from tests.worker_lake_support import (
+    enqueue,
+    entry_fields,
+    lake_rows,
+    register_seed,
+    seed_records,
+)
+from worker.consumer import Worker
+from worker.lake_sink import LakeWorker
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LakeConfig:
+    """An empty lake under the test's directory."""
+    return LakeConfig.local(tmp_path)
+
+
+async def test_entries_of_two_datasets_land_in_one_commit_exactly_once(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    await register_seed(aredis, "p1", "13")
+    await register_seed(aredis, "p1", "14")
+    for i in range(30):
+        enqueue(sync_redis, entry_fields(seed_records(10, f"a{i}"), f"ta{i}"))
+        enqueue(sync_redis, entry_fields(seed_records(5, f"b{i}"), f"tb{i}", dataset="14"),
+                dataset="14")
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    try:
+        assert await worker.drain() == 60
+    finally:
+        worker.close()
+    # one commit held both datasets' entries
+    assert worker.commits == 1 and worker.records_per_commit == [450]
+    rows = lake_rows(lake)
+    assert len(rows) == 300 and len(set(rows)) == 300
+    assert {r[0] for r in rows} == {f"ta{i}" for i in range(30)}
+    assert len(lake_rows(lake, "p1", "14")) == 150
+    for dataset in ("13", "14"):
+        stream = keys.queue_key("u1", "p1", dataset)
+        assert sync_redis.xlen(stream) == 0
+        assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+        assert int(sync_redis.get(keys.queued_records_key(stream)) or 0) == 0
+
+
+async def test_redelivered_entries_already_committed_are_only_acknowledged(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    # a worker that died between its commit and XACK: the rows and the ledger are in the
+    # lake, the entries still pending in Redis
+    await register_seed(aredis)
+    stream = ""
+    for i in range(4):
+        stream = enqueue(sync_redis, entry_fields(seed_records(3, f"r{i}"), f"t{i}"))
+    sync_redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0")
+    reply = sync_redis.xreadgroup(keys.QUEUE_GROUP, "dead", {stream: ">"}, count=3)
+    delivered = reply[0][1]
+    cache = LakeWorker(aredis, lake).definitions
+    await cache.prefetch({("p1", "13", 1)})
+    writer = LakeWriter(lake, cache)
+    writer.write([QueueEntry.from_fields(i, f) for i, f in delivered], first_delivery=True)
+    writer.close()
+    before = lake_rows(lake)
+    assert len(before) == 9
+
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    try:
+        assert await worker.drain() == 4
+    finally:
+        worker.close()
+    rows = lake_rows(lake)
+    assert len(rows) == 12 and len(set(rows)) == 12
+    assert worker.stats.entries_finished_from_marks == 3  # skipped: in the ledger
+    assert sync_redis.xlen(stream) == 0
+    assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+    assert int(sync_redis.get(keys.queued_records_key(stream)) or 0) == 0
+
+
+def _workers(aredis: aioredis.Redis, tmp_path: Path, lake: LakeConfig) -> dict[str, Worker]:
+    return {"lake": LakeWorker(aredis, lake, reclaim_idle_ms=0),
+            "jsonl": Worker(aredis, tmp_path / "output", reclaim_idle_ms=0)}
+
+
+@pytest.mark.parametrize("sink", ["lake", "jsonl"])
+@pytest.mark.parametrize("poison", [
+    {"records": b'[{"timestamp": "2026-06-10T10:00:00Z"}, 5]'},  # not an object
+    {"records": b"not json"},
+    {"dataset_version": b"x"},
+])
+async def test_poison_entry_is_dead_lettered_and_the_worker_goes_on(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig, tmp_path: Path,
+    sink: str, poison: dict[str, bytes],
+) -> None:
+    await register_seed(aredis)
+    stream = enqueue(sync_redis, entry_fields(seed_records(2, "good1"), "g1"))
+    bad = {**entry_fields(seed_records(1, "bad"), "bad"), **poison}
+    stream = keys.queue_key("u1", "p1", "13")
+    bad_id = sync_redis.xadd(stream, bad)  # type: ignore[arg-type]
+    enqueue(sync_redis, entry_fields(seed_records(3, "good2"), "g2"))
+    worker = _workers(aredis, tmp_path, lake)[sink]
+    dead: list[str] = []
+    worker.on_dead_letter = dead.append
+    try:
+        await worker.drain()
+    finally:
+        if isinstance(worker, LakeWorker):
+            worker.close()
+    if sink == "lake":
+        traces = [r[0] for r in lake_rows(lake)]
+    else:
+        traces = [orjson.loads(line)["__traceId"] for p in (tmp_path / "output").rglob("*.jsonl")
+                  for line in p.read_bytes().splitlines()]
+    assert sorted(traces) == ["g1", "g1", "g2", "g2", "g2"]
+    assert dead == [dead[0]] and dead[0].startswith("malformed")
+    assert worker.stats.dead_letters == 1
+    [(_, fields)] = sync_redis.xrange(keys.dead_letter_key(stream))
+    assert fields[b"dead_entry_id"] == bad_id
+    assert fields[b"trace_id"] == b"bad"
+    assert sync_redis.xlen(stream) == 0
+    assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+
+
+async def test_entry_whose_definition_is_gone_is_dead_lettered(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    await register_seed(aredis)
+    stream = enqueue(sync_redis, entry_fields(seed_records(2, "v1"), "ok"))
+    enqueue(sync_redis, entry_fields(seed_records(2, "v9"), "nov", version=9))
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    try:
+        await worker.drain()
+    finally:
+        worker.close()
+    assert [r[0] for r in lake_rows(lake)] == ["ok", "ok"]
+    [(_, fields)] = sync_redis.xrange(keys.dead_letter_key(stream))
+    assert fields[b"dead_reason"] == b"definition_missing"
+    # the counter of queued records went back to zero (both entries are out of the queue)
+    assert int(sync_redis.get(keys.queued_records_key(stream)) or 0) == 0
+
+
+@pytest.mark.parametrize("bad_value", [b'"\xff\xfe"', b'"a\\ud800"'])
+async def test_an_entry_duckdb_cannot_read_is_found_by_splitting_and_dead_lettered(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig, bad_value: bytes,
+) -> None:
+    # bytes no validator would queue (invalid UTF-8, a lone surrogate escape) make DuckDB's
+    # JSON reader fail the whole commit: the batch is split until only that entry is left
+    await register_seed(aredis)
+    for i in range(5):
+        enqueue(sync_redis, entry_fields(seed_records(2, f"k{i}"), f"t{i}"))
+    bad = entry_fields(seed_records(1, "bad"), "bad")
+    bad["records"] = bad["records"].replace(b'"RO"', bad_value)
+    stream = keys.queue_key("u1", "p1", "13")
+    sync_redis.xadd(stream, bad)  # type: ignore[arg-type]
+    for i in range(5, 8):
+        enqueue(sync_redis, entry_fields(seed_records(2, f"k{i}"), f"t{i}"))
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    try:
+        await worker.drain()
+    finally:
+        worker.close()
+    rows = lake_rows(lake)
+    assert sorted({r[0] for r in rows}) == [f"t{i}" for i in range(8)]
+    assert len(rows) == 16 and len(set(rows)) == 16
+    [(_, fields)] = sync_redis.xrange(keys.dead_letter_key(stream))
+    assert fields[b"trace_id"] == b"bad" and fields[b"dead_reason"].startswith(b"malformed")
+    assert worker.health.ok
+    assert sync_redis.xlen(stream) == 0

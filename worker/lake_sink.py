@@ -1,0 +1,317 @@
+"""The lake worker: queue entries -> DuckLake tables, exactly once, many entries per commit.
+
+One pass reads new entries from every queue stream until about ``batch_records`` records are
+gathered, then commits them all with one :meth:`lake.writer.LakeWriter.write` (a commit costs
+10-20 ms whatever its size, so a commit holds many entries across streams and datasets), and
+only then acknowledges and deletes them (XACK+XDEL+DECRBY of the backpressure counter, one
+transaction per stream). The lake's ledger, committed with the rows, replaces the JSON Lines
+sink's Redis marks: an entry delivered again (its worker died between commit and XACK, or
+before the commit) is given to the writer, which skips ledger entries, and is acknowledged
+either way. So every acknowledged record is in the lake exactly once.
+
+The writer is synchronous: it runs in a thread (``asyncio.to_thread``), so an API sharing
+the event loop keeps answering. It needs each entry's definition version; versions never
+change once written, so they are read from the registry before the thread call (async) and
+cached for good.
+
+Failures: an entry that can never be written (malformed, or its definition is gone) is
+dead-lettered (:meth:`Worker.dead_letter`); a batch that fails for a reason in its data
+is split in halves until the one entry is found, so the others are written. Any other
+failure (disk full, catalog unreachable, permission denied) is a :class:`SinkError`: the
+entries stay pending, the writer's connection is dropped (the next attempt reconnects) and
+the worker retries with backoff (see :meth:`Worker.run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from lake.engine import LakeConfig, is_retryable
+from lake.writer import CommitResult, LakeWriter, QueueEntry
+from quota import keys
+from registry.store import Registry
+from strictgate.context import utc_now
+from validator.definition import normalize
+from worker import faults
+from worker.compaction import CompactionSchedule
+from worker.consumer import (
+    POISON_ERRORS,
+    Entry,
+    Worker,
+    _entries_of,
+    _received_at,
+    checked_record_count,
+    entry_records,
+    receipt_stamp,
+)
+from worker.health import SinkError
+
+log = logging.getLogger("strictgate.worker")
+
+SINK_NAME = "lake"
+
+# DuckDB errors that come from an entry's data (a value its column cannot take), not from
+# the storage: the batch is split to find the entry.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    *POISON_ERRORS, duckdb.ConversionException, duckdb.InvalidInputException,
+    duckdb.TypeMismatchException, duckdb.BinderException, duckdb.OutOfRangeException,
+    RecursionError)
+
+# Message fragments -> the stable cause a storage failure is reported under (first match).
+_CAUSES = (
+    ("no space left", "ENOSPC"), ("disk full", "ENOSPC"), ("permission denied", "EACCES"),
+    ("read-only file system", "EROFS"), ("database is locked", "catalog_locked"),
+    ("unable to open database", "catalog_unreachable"),
+    ("unable to connect", "catalog_unreachable"), ("could not connect", "catalog_unreachable"),
+    ("connection", "catalog_unreachable"), ("does not exist", "catalog_unreachable"),
+    ("no such file or directory", "ENOENT"),
+)
+
+# A catalog's connection string may carry a password (``password=...`` in libpq's key/value
+# form, ``user:secret@`` in a URI), and DuckDB quotes the string in its connection errors:
+# the reason is shown in /readyz and the log, so the secret is cut out first.
+_SECRETS = (
+    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(://[^:/@\s\"']+:)[^@\s\"']+@"), r"\1***@"),
+)
+
+
+def redacted(text: str) -> str:
+    """``text`` on one line (DuckDB's messages span several: a log line stays one line) with
+    any password of a connection string replaced by ``***``."""
+    text = " ".join(text.split())
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def sink_error_of(exc: BaseException, config: LakeConfig) -> SinkError:
+    """Describe a storage failure of the lake as a :class:`SinkError` (stable cause, one
+    line, no password)."""
+    if isinstance(exc, OSError):
+        return SinkError.from_os_error(exc, "writing", config.data_path)
+    message = redacted(str(exc) or type(exc).__name__)
+    lowered = message.lower()
+    cause = next((c for fragment, c in _CAUSES if fragment in lowered), None)
+    if cause is None and is_retryable(exc):
+        cause = "catalog_busy"
+    if cause is None:
+        cause = errno.errorcode.get(getattr(exc, "errno", 0) or 0, type(exc).__name__)
+    return SinkError(cause, f"{cause} ({clip_middle(message, 200)}) writing the lake")
+
+
+def clip_middle(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters in the middle: DuckDB puts the long part
+    (a file path, a connection string) in the middle and the reason (``No space left on
+    device``, ``database ... does not exist``) at the end, so both ends are kept."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 5
+    return text[:head] + "…" + text[len(text) - (limit - head):]
+
+
+class DefinitionCache:
+    """Definition versions read from the registry once and kept (they never change)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._known: dict[tuple[str, str, int], Mapping[str, Any] | None] = {}
+
+    async def prefetch(self, wanted: set[tuple[str, str, int]]) -> None:
+        """Read the versions of ``wanted`` not cached yet (a missing one is cached as None
+        only for this batch: it may be a registry still being written)."""
+        for project, dataset, version in wanted - self._known.keys():
+            found = await self.registry.get_version(project, dataset, version)
+            if found is not None:
+                self._known[(project, dataset, version)] = normalize(found.definition)
+
+    def has(self, project: str, dataset: str, version: int) -> bool:
+        """Whether the version is known."""
+        return self._known.get((project, dataset, version)) is not None
+
+    def __call__(self, project: str, dataset: str, version: int) -> Mapping[str, Any]:
+        """The definition (for :class:`LakeWriter`); KeyError if it was not prefetched."""
+        found = self._known.get((project, dataset, version))
+        if found is None:
+            raise KeyError(f"definition {project}/{dataset} v{version} not loaded")
+        return found
+
+
+class LakeWorker(Worker):
+    """The worker with the lake as its sink (see the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, config: LakeConfig, *,
+                 compaction: CompactionSchedule | None = None, **options: Any) -> None:
+        options.setdefault("batch_records", 100_000)
+        super().__init__(redis, config.data_path, **options)  # type: ignore[arg-type]
+        self.config = config
+        self.definitions = DefinitionCache(Registry(redis, clock=utc_now))
+        self.compaction = compaction
+        self._writer: LakeWriter | None = None
+        self.commits = 0
+        self._turn = 0
+        self.records_per_commit: list[int] = []
+
+    def _open_writer(self) -> LakeWriter:
+        if self._writer is None:
+            before = (faults.die if faults.kill_point() == "before_commit" else None)
+            self._writer = LakeWriter(self.config, self.definitions, before_commit=before)
+        return self._writer
+
+    def close(self) -> None:
+        """Close the lake connection (a new one opens on the next write)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            # a broken connection: nothing left to close
+            with contextlib.suppress(duckdb.Error):
+                writer.close()
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def _read_all(self) -> int:
+        """Read new entries of every stream, up to about ``batch_records`` records in all,
+        and commit them together."""
+        batch: dict[str, list[Entry]] = {}
+        records = 0
+        streams = sorted(self._streams)
+        # start each pass one stream further: a busy stream that fills a batch alone must
+        # not starve the streams after it
+        self._turn = (self._turn + 1) % max(1, len(streams))
+        for stream in streams[self._turn:] + streams[:self._turn]:
+            count = self._read_counts.get(stream, self.batch_size)
+            try:
+                reply = await self.redis.xreadgroup(
+                    keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=count)
+            except ResponseError as exc:
+                await self._regroup(stream, exc)
+                continue
+            entries = _entries_of(reply)
+            if not entries:
+                continue
+            batch[stream] = entries
+            per_entry = max(1, sum(entry_records(f) for _, f in entries[:8])
+                            // min(len(entries), 8))
+            self._read_counts[stream] = max(self.batch_size, min(
+                self.max_batch_entries, self.batch_records // per_entry))
+            records += per_entry * len(entries)
+            self._filled = self._filled or len(entries) >= count
+            if records >= self.batch_records:
+                self._filled = True  # the next pass comes at once
+                break
+        if batch:
+            await self._commit(batch, first_delivery=True)
+        return sum(len(v) for v in batch.values())
+
+    async def run_once(self) -> int:
+        """One pass of the worker loop (:meth:`Worker.run_once`), then start a compaction
+        pass if one is due: asked here too, not only after a commit, so the interval also
+        holds for a worker that went idle after writing."""
+        handled = await super().run_once()
+        if self.compaction is not None:
+            self.compaction.poll()
+        return handled
+
+    async def _write(self, stream: str, entries: Sequence[Entry]) -> int:
+        return await self._commit({stream: list(entries)}, first_delivery=True)
+
+    async def _handle_redelivered(self, stream: str, entries: Sequence[Entry]) -> None:
+        if entries:
+            await self._commit({stream: list(entries)}, first_delivery=False)
+
+    # --- committing --------------------------------------------------------------------
+
+    async def _commit(self, batch: dict[str, list[Entry]], *, first_delivery: bool) -> int:
+        """Commit the entries of ``batch`` (stream -> entries), then acknowledge them;
+        returns the records committed."""
+        parsed: list[tuple[str, Entry, QueueEntry, int]] = []
+        for stream, entries in batch.items():
+            for entry in entries:
+                try:
+                    queue_entry = QueueEntry.from_fields(entry[0], entry[1])
+                    count = checked_record_count(queue_entry.records)
+                except POISON_ERRORS as exc:
+                    await self.dead_letter(stream, entry, "malformed_entry", exc)
+                    continue
+                parsed.append((stream, entry, queue_entry, count))
+        await self.definitions.prefetch({(q.project, q.dataset, q.version)
+                                         for _, _, q, _ in parsed})
+        ready = []
+        for item in parsed:
+            q = item[2]
+            if self.definitions.has(q.project, q.dataset, q.version):
+                ready.append(item)
+            else:
+                await self.dead_letter(item[0], item[1], "definition_missing")
+        return await self._commit_parsed(ready, first_delivery)
+
+    async def _commit_parsed(self, items: list[tuple[str, Entry, QueueEntry, int]],
+                             first_delivery: bool) -> int:
+        if not items:
+            return 0
+        try:
+            result = await asyncio.to_thread(self._write_sync, [i[2] for i in items],
+                                             first_delivery)
+        except DATA_ERRORS as exc:
+            if len(items) == 1:
+                await self.dead_letter(items[0][0], items[0][1], "malformed_record", exc)
+                return 0
+            # split: the entries of the good half are written, the bad one is found
+            half = len(items) // 2
+            return (await self._commit_parsed(items[:half], first_delivery)
+                    + await self._commit_parsed(items[half:], first_delivery))
+        faults.maybe_die("after_commit")
+        self.health.succeeded()
+        by_stream: dict[str, tuple[list[bytes], int]] = {}
+        for stream, (entry_id, _), _, count in items:
+            ids, records = by_stream.get(stream, ([], 0))
+            ids.append(entry_id)
+            by_stream[stream] = (ids, records + count)
+        for stream, (ids, records) in by_stream.items():
+            await self._finish(stream, ids, records)
+        self.commits += 1
+        self.records_per_commit.append(result.records)
+        if self.compaction is not None and result.written:
+            self.compaction.committed()
+        self.stats.entries_written += len(result.written)
+        self.stats.entries_finished_from_marks += len(result.skipped)
+        self.stats.records_written += result.records
+        oldest = min((i[1][1] for i in items), key=receipt_stamp)
+        self.stats.last_lag_s = max(0.0, (self.clock() - _received_at(oldest)).total_seconds())
+        if self.on_batch is not None:
+            self.on_batch(items[0][0], result.records, self.stats.last_lag_s)
+        return result.records
+
+    def _write_sync(self, entries: list[QueueEntry], first_delivery: bool) -> CommitResult:
+        """In the worker's thread: one commit; storage failures become SinkError."""
+        try:
+            return self._open_writer().write(entries, first_delivery=first_delivery)
+        except DATA_ERRORS:
+            raise
+        except (duckdb.Error, OSError) as exc:
+            # the connection may be unusable (catalog gone): reconnect on the next attempt
+            self.close()
+            raise sink_error_of(exc, self.config) from exc
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The worker loop (:meth:`Worker.run`), then close the lake connection."""
+        started = time.monotonic()
+        try:
+            await super().run(stop)
+        finally:
+            if self.compaction is not None and self.compaction.task is not None:
+                await asyncio.gather(self.compaction.task, return_exceptions=True)
+            await asyncio.to_thread(self.close)
+            log.debug("worker: lake sink ran %.1f s, %d commits",
+                      time.monotonic() - started, self.commits)
+
