@@ -9,7 +9,7 @@ first commit's table creation excluded). Rounds alternate lake / jsonl; medians 
 with the ratio, the lake's records per commit and its Parquet files per million records
 before and after one compaction pass.
 
-    .venv/bin/python bench/drain.py [--entries 300] [--rounds 3]
+    .venv/bin/python bench/drain.py [--entries 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def lake_figures(data_dir: Path) -> tuple[float, float, float]:
 def main() -> None:
     """Run the rounds and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=300)
+    parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sg-drain-"))

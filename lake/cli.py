@@ -22,6 +22,7 @@ from lake.config import lake_config
 from lake.engine import LakeError
 from lake.maintenance import compact_lake
 from lake.reader import LakeEmpty, LakeReader, NotARead
+from lake.redact import redacted
 from strictgate.settings import load_settings
 
 # a table cell longer than this is cut (the JSON output is never cut)
@@ -86,9 +87,9 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     except LakeEmpty:
         return _fail("sql", "the lake has no data yet (nothing was written to it)")
     except NotARead as exc:
-        return _fail("sql", str(exc))
+        return _fail("sql", redacted(str(exc)))
     except (duckdb.Error, LakeError) as exc:
-        return _fail("sql", str(exc))
+        return _fail("sql", redacted(str(exc)))
     finally:
         reader.close()
     cut = len(rows) > args.max_rows
@@ -117,7 +118,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             config,
             keep_snapshots=timedelta(seconds=settings.lake_snapshot_retention_s))
     except (duckdb.Error, LakeError) as exc:
-        return _fail("lake compact", str(exc))
+        return _fail("lake compact", redacted(str(exc)))
     print(orjson.dumps({
         "files_merged": report.files_merged,
         "snapshots_expired": report.snapshots_expired,

@@ -73,7 +73,11 @@ EXTENSION_PACKAGES = {
 }
 # Substrings of errors that a fresh attempt of the same transaction can get past.
 RETRYABLE = ("database is locked", "database is busy", "Transaction conflict",
-             "could not serialize access")
+             "could not serialize access",
+             # two processes creating one table at the same moment: the loser's transaction
+             # can name the winner's just-created inlined-data table ("Table with name
+             # ducklake_inlined_data_5_5 does not exist"); redone, it reads the new catalog
+             "ducklake_inlined_data")
 
 T = TypeVar("T")
 

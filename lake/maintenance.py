@@ -97,7 +97,7 @@ def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timed
         return rows
 
     lake = f"'{ALIAS}'"
-    if ledger_retention is not None:
+    if ledger_retention is not None and _has_ledger(con):
         # DELETE answers one row: the count
         report.ledger_pruned = int(step(
             "prune_ledger", f"DELETE FROM {ALIAS}.{META}.ledger WHERE committed_at < ?",
@@ -121,6 +121,14 @@ def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timed
         [moment - orphan_grace]))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the lake has its ledger yet (a lake no writer committed to has none)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?"
+        " AND table_name = 'ledger'", [ALIAS, META]).fetchone()
+    return bool(found and found[0])
 
 
 def compact_lake(config: LakeConfig, *, keep_snapshots: timedelta = timedelta(days=7),

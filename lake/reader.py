@@ -29,6 +29,7 @@ import orjson
 
 from lake import engine
 from lake.engine import ALIAS, LakeConfig, quote_ident
+from lake.redact import redacted
 from lake.tables import META, Layout, load_layouts, table_name
 
 MAX_LIMIT = 1000
@@ -269,7 +270,7 @@ class LakeReader:
                 # itself recovers (verified: a SQLite catalog is reopened per query, a
                 # recreated lake is read at once; a PostgreSQL catalog reconnects after its
                 # backends were terminated), so it is kept.
-                raise LakeUnavailable(str(exc).split("\n", 1)[0][:300]) from None
+                raise LakeUnavailable(redacted(str(exc))[:300]) from None
         more = len(rows) > limit
         rows = rows[:limit]
         records = [rebuild(layouts[int(r["__datasetVersion"])], r) for r in rows]

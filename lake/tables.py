@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,20 +245,42 @@ def _literal(text: str) -> str:
 
 
 def _timestamp_expr(text: str) -> str:
-    """TIMESTAMPTZ of RFC 3339 ``text``: upper-cased (DuckDB refuses ``t``/``z``); a leap
-    second is read as second 59 plus one second."""
+    """TIMESTAMPTZ of RFC 3339 ``text``: upper-cased when it does not cast as is (DuckDB
+    refuses ``t``/``z``; COALESCE evaluates an argument only for the rows still NULL, so
+    the usual uppercase text is not copied); a leap second is read as second 59 plus one
+    second."""
     upper = f"upper({text})"
-    return (f"coalesce(TRY_CAST({upper} AS TIMESTAMPTZ), TRY_CAST(substr({upper}, 1, 17)"
-            f" || '59' || substr({upper}, 20) AS TIMESTAMPTZ) + INTERVAL 1 SECOND)")
+    return (f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_CAST({upper} AS TIMESTAMPTZ),"
+            f" TRY_CAST(substr({upper}, 1, 17) || '59' || substr({upper}, 20) AS TIMESTAMPTZ)"
+            " + INTERVAL 1 SECOND)")
 
 
-def insert_sql(layout: Layout, stage_path: str) -> str:
-    """INSERT of every record staged in ``stage_path`` into the layout's table.
+def record_struct(layout: Layout) -> str | None:
+    """The ``STRUCT(...)`` a record of ``layout`` is read as, or None when the JSON reader
+    cannot read it that way: an optional field (absent and null would both read as NULL)
+    or two field names equal but for case (STRUCT names are case-insensitive)."""
+    names = {fc.field.lower() for fc in layout.fields}
+    if len(names) < len(layout.fields) or any(fc.optional for fc in layout.fields):
+        return None
+    members = ", ".join(f"{quote_ident(fc.field)} {TRANSFORM_TYPES[fc.kind]}"
+                        for fc in layout.fields)
+    return f"STRUCT({members})"
 
-    The stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
+
+def insert_sql(layout: Layout, stage_paths: Sequence[str]) -> str:
+    """INSERT of every record staged in ``stage_paths`` into the layout's table.
+
+    Each stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
     "v": version, "a": received_at, "r": [records...]}`` (``r`` is the queued JSON array as
-    is). DuckDB's JSON reader does all per-record work: no Python loop per record."""
-    spec = orjson.dumps({fc.field: TRANSFORM_TYPES[fc.kind] for fc in layout.fields}).decode()
+    is). DuckDB's JSON reader does all per-record work: no Python loop per record; it reads
+    several files in parallel (one per DuckDB thread).
+
+    A layout without optional fields is read typed by the reader itself (``r`` as a list of
+    STRUCTs: each record parsed once); otherwise each record is read as JSON and then
+    transformed, so that ``json_exists`` can tell an absent field from a null one. Both read
+    and convert a value with the same code (DuckDB's JSON transform), so the value rules
+    above hold for either."""
+    struct = record_struct(layout)
     names = [n for n, _ in SYSTEM_COLUMNS]
     optional = [fc for fc in layout.fields if fc.optional]
     if optional:
@@ -278,10 +300,17 @@ def insert_sql(layout: Layout, stage_path: str) -> str:
             names.append(fc.text_column)
         values.append(value)
     columns = ", ".join(quote_ident(n) for n in names)
-    return (
-        f"INSERT INTO {layout.table} ({columns}) SELECT {', '.join(values)} FROM ("
-        f"SELECT a, e, t, v, i, j, json_transform(j, {_literal(spec)}) AS s FROM ("
-        "SELECT a, e, t, v, unnest(r) AS j, generate_subscripts(r, 1) - 1 AS i"
-        f" FROM read_json({_literal(stage_path)}, format = 'newline_delimited',"
-        " maximum_object_size = 1073741824, columns = {'e': 'VARCHAR', 't': 'VARCHAR',"
-        " 'v': 'INTEGER', 'a': 'VARCHAR', 'r': 'JSON[]'})))")
+    files = "[" + ", ".join(_literal(p) for p in stage_paths) + "]"
+    record_type = f"{struct}[]" if struct else "JSON[]"
+    source = (
+        f"SELECT a, e, t, v, unnest(r) AS {'s' if struct else 'j'},"
+        f" generate_subscripts(r, 1) - 1 AS i FROM read_json({files},"
+        " format = 'newline_delimited', maximum_object_size = 1073741824,"
+        " columns = {'e': 'VARCHAR', 't': 'VARCHAR', 'v': 'INTEGER', 'a': 'VARCHAR',"
+        f" 'r': {_literal(record_type)}}})")
+    if not struct:
+        spec = orjson.dumps({fc.field: TRANSFORM_TYPES[fc.kind] for fc in layout.fields})
+        source = (f"SELECT a, e, t, v, i, j, json_transform(j, {_literal(spec.decode())})"
+                  f" AS s FROM ({source})")
+    return (f"INSERT INTO {layout.table} ({columns}) SELECT {', '.join(values)}"
+            f" FROM ({source})")

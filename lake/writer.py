@@ -52,6 +52,8 @@ class QueueEntry:
     trace_id: str
     received_at: str
     records: bytes
+    record_count: int | None = None
+    """How many records ``records`` holds, when the caller has counted them already."""
 
     @classmethod
     def from_fields(cls, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> QueueEntry:
@@ -81,18 +83,52 @@ class CommitResult:
     commit_s: float = 0.0
 
 
-def _stage_line(entry: QueueEntry) -> bytes:
+def _stage_head(entry: QueueEntry) -> bytes:
+    """A stage line up to its records; ``entry.records`` and ``}\\n`` complete it."""
     return (b'{"e":' + orjson.dumps(entry.entry_id) + b',"t":' + orjson.dumps(entry.trace_id)
             + b',"v":' + str(entry.version).encode() + b',"a":'
-            + orjson.dumps(entry.received_at) + b',"r":' + entry.records + b"}\n")
+            + orjson.dumps(entry.received_at) + b',"r":')
+
+
+def write_stage(path: Path, entries: Sequence[QueueEntry]) -> None:
+    """The stage file of ``entries`` (see :func:`lake.tables.insert_sql`). The records go
+    to the file as they are, unjoined: no copy of a commit's worth of bytes in memory."""
+    with path.open("wb", buffering=0) as out:
+        for entry in entries:
+            out.write(_stage_head(entry))
+            out.write(entry.records)
+            out.write(b"}\n")
 
 
 _RAW_RECORDS = msgspec.json.Decoder(list[msgspec.Raw])
+# Lists go to DuckDB as one JSON text parameter: a Python list parameter is converted value
+# by value (measured: 55 ms for the ledger rows of 200 entries, 3 ms as JSON).
+_JSON_IDS = "from_json(?, '[\"VARCHAR\"]')"
+_JSON_LEDGER = ("from_json(?, '[{\"p\": \"VARCHAR\", \"d\": \"VARCHAR\", \"e\": \"VARCHAR\","
+                " \"n\": \"BIGINT\"}]')")
 
 
-def _count_records(records: bytes) -> int:
+def _count_records(entry: QueueEntry) -> int:
+    if entry.record_count is not None:
+        return entry.record_count
     # Raw items: validates and slices the array without building the records
-    return len(_RAW_RECORDS.decode(records))
+    return len(_RAW_RECORDS.decode(entry.records))
+
+
+def _split(entries: Sequence[QueueEntry], parts: int) -> list[list[QueueEntry]]:
+    """``entries`` in at most ``parts`` consecutive runs of about equal size (in bytes):
+    one stage file per DuckDB thread, which reads the files in parallel."""
+    if parts <= 1 or len(entries) <= 1:
+        return [list(entries)]
+    total = sum(len(e.records) for e in entries)
+    runs: list[list[QueueEntry]] = [[]]
+    filled = 0
+    for entry in entries:
+        if filled >= total * len(runs) / parts and len(runs) < parts:
+            runs.append([])
+        runs[-1].append(entry)
+        filled += len(entry.records)
+    return runs
 
 
 def default_stage_dir() -> Path:
@@ -141,6 +177,8 @@ class LakeWriter:
         # ``con``: an already attached connection (e.g. a cursor of another writer's)
         self.con: duckdb.DuckDBPyConnection = con or engine.connect(config)
         sweep_stale_stages(self.stage_dir)
+        row = self.con.execute("SELECT current_setting('threads')").fetchone()
+        self.threads = max(1, int(row[0])) if row else 1
         self._layouts: dict[tuple[str, str, int], Layout] = {}
         # attempts per write: a lock or conflict that outlasts them is the caller's to retry
         self.retry_attempts = retry_attempts
@@ -196,8 +234,9 @@ class LakeWriter:
             for (project, dataset), group in by_key.items():
                 done = {r[0] for r in con.execute(
                     f"SELECT entry_id FROM {ALIAS}.{META}.ledger WHERE project = ?"
-                    " AND dataset = ? AND list_contains(?, entry_id)",
-                    [project, dataset, list(group)]).fetchall()} if look_up else set()
+                    f" AND dataset = ? AND list_contains({_JSON_IDS}, entry_id)",
+                    [project, dataset, orjson.dumps(list(group)).decode()]).fetchall()
+                        } if look_up else set()
                 todo = [e for eid, e in group.items() if eid not in done]
                 result.skipped.extend(eid for eid in group if eid in done)
                 if not todo:
@@ -206,22 +245,25 @@ class LakeWriter:
                 for entry in todo:
                     by_version.setdefault(entry.version, []).append(entry)
                 for version, version_entries in by_version.items():
-                    path = stage / f"{len(list(stage.iterdir()))}.ndjson"
-                    path.write_bytes(b"".join(_stage_line(e) for e in version_entries))
+                    paths = []
+                    for run in _split(version_entries, self.threads):
+                        path = stage / f"{len(list(stage.iterdir()))}.ndjson"
+                        write_stage(path, run)
+                        paths.append(str(path))
                     layout = self.layout(project, dataset, version)
-                    inserted = con.execute(insert_sql(layout, str(path))).fetchone()
+                    inserted = con.execute(insert_sql(layout, paths)).fetchone()
                     result.records += int(inserted[0]) if inserted else 0
                 for entry in todo:
                     ledger_rows.append((project, dataset, entry.entry_id,
-                                        _count_records(entry.records)))
+                                        _count_records(entry)))
                     result.written.append(entry.entry_id)
                 con.execute(f"UPDATE {fence_table(project, dataset)} SET n = n + 1")
             if ledger_rows:
                 con.execute(
-                    f"INSERT INTO {ALIAS}.{META}.ledger SELECT unnest(?), unnest(?),"
-                    " unnest(?), unnest(?), now()",
-                    [[r[0] for r in ledger_rows], [r[1] for r in ledger_rows],
-                     [r[2] for r in ledger_rows], [r[3] for r in ledger_rows]])
+                    f"INSERT INTO {ALIAS}.{META}.ledger SELECT r.p, r.d, r.e, r.n, now()"
+                    f" FROM (SELECT unnest({_JSON_LEDGER}) AS r)",
+                    [orjson.dumps([{"p": p, "d": d, "e": e, "n": n}
+                                   for p, d, e, n in ledger_rows]).decode()])
             if self.before_commit is not None:
                 self.before_commit()
             con.execute("COMMIT")

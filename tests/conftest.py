@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from strictgate.embedded import EmbeddedServer
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
+from tests.serve_proc import Serves
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +74,13 @@ def key(svc: Service) -> str:
     """A key of user u1 in project p1, where the seed's dataset 13 is registered."""
     svc.put_dataset("p1", "13", SEED_DEFINITION)
     return svc.create_key("p1", "u1")
+
+
+@pytest.fixture
+def serves(tmp_path: Path) -> Iterator[Serves]:
+    """Starts ``strictgate serve`` processes; stops them all at the end."""
+    group = Serves(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,16 +17,6 @@ from tests.serve_proc import Serve, Serves, wait_for
 pytestmark = pytest.mark.slow
 
 HEADER_TIMEOUT_S = 1.5
-
-
-@pytest.fixture
-def serves(tmp_path: Path) -> Iterator[Serves]:
-    """Starts ``strictgate serve`` processes; stops them all at the end."""
-    group = Serves(tmp_path)
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 def _connect(port: int) -> socket.socket:

@@ -23,9 +23,9 @@ from tests.ingest_fixtures import (
     SEED_DEFINITION,
     SEED_SINGLE,
     Service,
-    output_lines,
     start_service,
 )
+from tests.serve_proc import written_trace_ids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,12 +132,13 @@ def test_strictgate_worker_runs_alone(svc: Service, key: str, redis_url: str) ->
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
-        lines: list[dict[str, object]] = []
-        while time.monotonic() < deadline and len(lines) < 2:
+        # the default sink: the lake, read as any reader would
+        deadline = time.monotonic() + 30
+        written: list[str] = []
+        while time.monotonic() < deadline and len(written) < 2:
             time.sleep(0.2)
-            lines = output_lines(svc.data_dir / "output")
-        assert [line["__traceId"] for line in lines] == ["req_alone", "req_alone"]
+            written = written_trace_ids(svc.data_dir)
+        assert written == ["req_alone", "req_alone"]
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)

@@ -116,3 +116,21 @@ def test_sql_as_a_subprocess(lake_dir: Path) -> None:
     assert done.stderr == "strictgate sql: only one SELECT (or EXPLAIN) statement may run\n"
     done = run_cli(env, "lake", "compact")
     assert done.returncode == 0 and "files_merged" in done.stdout, done.stderr
+
+
+def test_a_catalog_password_never_reaches_the_cli_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nothing listens on port 1: DuckDB's error quotes the whole connection string
+    for name in [n for n in os.environ if n.startswith("STRICTGATE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STRICTGATE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STRICTGATE_LAKE_CATALOG",
+                       "postgres:dbname=lake host=127.0.0.1 port=1 user=sg password=s3cr3t-pw")
+    monkeypatch.setenv("STRICTGATE_LAKE_DATA_PATH", str(tmp_path / "data"))
+    for argv in (["sql", "SELECT 1"], ["lake", "compact"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "s3cr3t-pw" not in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from lake.engine import LakeConfig, connect
-from lake.maintenance import compact
+from lake.maintenance import compact, compact_lake
 from lake.writer import LakeWriter
 from tests.lake_support import ROOT, seed_definitions, seed_entries
 
@@ -177,3 +177,10 @@ def test_ledger_rows_past_their_retention_are_pruned(tmp_path: Path) -> None:
     assert writer.con.execute("SELECT count(*) FROM lake.__strictgate.ledger").fetchone() == (0,)
     assert _digest(writer.con)[0] == 600  # the records stay
     writer.close()
+
+
+def test_a_lake_nobody_wrote_to_yet_compacts_without_error(tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    connect(config).close()  # the catalog exists, no table and no ledger yet
+    report = compact_lake(config)
+    assert (report.ledger_pruned, report.files_merged, report.files_deleted) == (0, 0, 0)

@@ -13,6 +13,7 @@ import pytest
 
 from lake.engine import LakeConfig
 from lake.reader import LakeReader
+from lake.tables import Layout, plan_layout, record_struct
 from lake.writer import LakeWriter, QueueEntry
 from tests.lake_support import payload
 from validator.definition import normalize
@@ -118,3 +119,49 @@ def test_typed_columns_for_queries(lake: tuple[LakeConfig, list[dict[str, Any]]]
     assert rows[1][1] == datetime(2026, 6, 10, 18, tzinfo=utc)
     assert rows[3][1] == datetime(2017, 1, 1, 0, 0, 0, 999999, tzinfo=utc)
     assert rows[0][2] == "2016-12-31T23:59:60Z"
+
+
+# The same fields, all required, plus a name that needs quoting: read typed (STRUCT) by the
+# JSON reader instead of as JSON then transformed (lake.tables.insert_sql); same values.
+REQUIRED = normalize({"fields": {
+    **{k: v for k, v in DEFINITION["fields"].items() if k not in ("opt", "optn")},
+    "it's \"q\".x": "string"}})
+REQUIRED_RECORDS = [
+    orjson.dumps({**{k: v for k, v in orjson.loads(r).items() if k not in ("opt", "optn")},
+                  "it's \"q\".x": f"q{n}"}) for n, r in enumerate(RECORDS)]
+SAME_COLUMNS = ('"timestamp", "timestamp__text", context, s, n, i, b, t, t__text, o, a, u,'
+                ' "__receivedAt", "__seq", "__traceId"')
+
+
+def test_all_required_fields_are_read_typed_with_the_same_values(
+        lake: tuple[LakeConfig, list[dict[str, Any]]],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = LakeConfig.local(tmp_path_factory.mktemp("typed"))
+    writer = LakeWriter(config, lambda p, d, v: REQUIRED)
+    assert record_struct(writer.layout("p1", "edges", 1)) is not None
+    entry = QueueEntry("u/1-0", "p1", "edges", 1, "trace-1", "2026-06-10T11:00:00.123Z",
+                       payload(REQUIRED, REQUIRED_RECORDS))
+    assert writer.write([entry]).records == len(RECORDS)
+    writer.close()
+    reader = LakeReader(config, b"k" * 32)
+    records = reader.page("p1", "edges", limit=10).records
+    _, typed_rows = reader.sql(f'SELECT {SAME_COLUMNS} FROM p1.edges ORDER BY "__seq"')
+    reader.close()
+    for n, (sent_text, got) in enumerate(zip(REQUIRED_RECORDS, records, strict=True)):
+        assert {k: v for k, v in got.items() if not k.startswith("__")} \
+            == orjson.loads(sent_text)
+        assert got["it's \"q\".x"] == f"q{n}"
+    reader = LakeReader(lake[0], b"k" * 32)
+    _, json_rows = reader.sql(f'SELECT {SAME_COLUMNS} FROM p1.edges ORDER BY "__seq"')
+    reader.close()
+    assert repr(typed_rows) == repr(json_rows)  # repr: -0.0 and 0.0 compare equal
+
+
+def test_records_are_read_as_json_when_a_struct_cannot_hold_them() -> None:
+    def layout_of(fields: dict[str, Any]) -> Layout:
+        return plan_layout("p", "d", 1, normalize({"fields": fields}), {}, [])[0]
+
+    assert record_struct(layout_of({"a": "string", "b": "number"})) is not None
+    # absent and null would read alike; STRUCT names are case-insensitive
+    assert record_struct(layout_of({"a": {"type": "string", "required": False}})) is None
+    assert record_struct(layout_of({"a": "string", "A": "string"})) is None

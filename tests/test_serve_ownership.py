@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,6 @@ from tests.serve_proc import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def serves(tmp_path: Path) -> Iterator[Serves]:
-    """Starts ``strictgate serve`` processes; stops them all at the end."""
-    group = Serves(tmp_path)
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 def _assert_written_once(data_dir: Path, acked: dict[str, int]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -240,3 +242,39 @@ def test_indented_body_is_written_as_compact_json_lines(svc: Service, key: str) 
         b'"plan":"pro  plan","amount":42.50,"active":true,"signup_at":"2026-06-01T08:00:00Z",'
         b'"__traceId":"' + trace.encode() + b'","__datasetVersion":1}'
     )
+
+
+class _BuggyOnce(Worker):
+    """A worker whose first write hits a bug (an exception no handler expects)."""
+
+    bugs = 1
+
+    async def _write(self, stream: str, entries: Any) -> int:
+        if self.bugs:
+            self.bugs -= 1
+            raise RuntimeError("a bug in the sink")
+        return await super()._write(stream, entries)
+
+
+async def test_an_unexpected_error_is_logged_seen_and_retried_not_fatal(
+    aredis: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = await _enqueue(aredis, _entry(2, "req_a"))
+    worker = _BuggyOnce(aredis, tmp_path, reclaim_idle_ms=0, poll_interval_s=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(500):
+            if worker.health.failures and await aredis.xlen(stream) == 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    # the loop went on after the bug and wrote the entry once
+    assert [ln["__traceId"] for ln in _output_lines(tmp_path)] == ["req_a", "req_a"]
+    assert worker.health.failures == 1 and worker.health.ok
+    bugs = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert len(bugs) == 1 and bugs[0].exc_info is not None
+    assert any("sink cannot write" in r.getMessage() and "internal error: RuntimeError"
+               in r.getMessage() for r in caplog.records)

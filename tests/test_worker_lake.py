@@ -3,6 +3,9 @@ many entries per commit, exactly once across redelivery, poison entries set asid
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from pathlib import Path
 
 import orjson
@@ -13,6 +16,8 @@ import redis.asyncio as aioredis
 from lake.engine import LakeConfig
 from lake.writer import LakeWriter, QueueEntry
 from quota import keys
+from strictgate.context import utc_now
+from strictgate.settings import load_settings
 from tests.worker_lake_support import (
     enqueue,
     entry_fields,
@@ -22,6 +27,7 @@ from tests.worker_lake_support import (
 )
 from worker.consumer import Worker
 from worker.lake_sink import LakeWorker
+from worker.service import build_worker
 
 
 @pytest.fixture
@@ -179,3 +185,75 @@ async def test_an_entry_duckdb_cannot_read_is_found_by_splitting_and_dead_letter
     assert fields[b"trace_id"] == b"bad" and fields[b"dead_reason"].startswith(b"malformed")
     assert worker.health.ok
     assert sync_redis.xlen(stream) == 0
+
+
+async def test_the_next_batch_is_read_while_a_commit_runs_and_acked_only_after_it(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    await register_seed(aredis)
+    stream = ""
+    for i in range(10):
+        stream = enqueue(sync_redis, entry_fields(seed_records(4, f"p{i}"), f"t{i}"))
+    # 5 entries per read; reclaim not due after the first pass
+    worker = LakeWorker(aredis, lake, batch_size=5, max_batch_entries=5, batch_records=20,
+                        writer_threads=2)
+    seen: list[int] = []
+
+    def first_commit_waits_for_the_next_read() -> None:
+        # in the writer's thread, inside the first commit's transaction
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            pending = sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"]
+            if pending == 10:  # the second batch read; nothing acknowledged yet
+                seen.append(pending)
+            time.sleep(0.01)
+
+    writer = worker._open_writer()
+    assert writer.threads == 2
+    writer.before_commit = first_commit_waits_for_the_next_read
+    try:
+        assert await worker.drain() == 10
+    finally:
+        worker.close()
+    assert seen == [10]
+    assert worker.commits == 2
+    rows = lake_rows(lake)
+    assert len(rows) == 40 and len(set(rows)) == 40
+    assert sync_redis.xlen(stream) == 0
+    assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+    assert int(sync_redis.get(keys.queued_records_key(stream)) or 0) == 0
+
+
+async def test_a_reclaim_waits_for_the_running_commit(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    # the running commit's entries are pending to this worker too: a reclaim must not take
+    # them as a dead consumer's (acknowledged twice: the backlog counter would go negative)
+    await register_seed(aredis)
+    stream = ""
+    for i in range(4):
+        stream = enqueue(sync_redis, entry_fields(seed_records(4, f"c{i}"), f"t{i}"))
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    worker._open_writer().before_commit = lambda: time.sleep(0.3)
+    try:
+        assert await worker.run_once() == 4  # its commit still runs
+        await asyncio.sleep(0.05)
+        await worker.reclaim()
+        await worker.drain()
+    finally:
+        worker.close()
+    assert worker.stats.entries_finished_from_marks == 0
+    assert len(lake_rows(lake)) == 16
+    assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+    assert int(sync_redis.get(keys.queued_records_key(stream)) or 0) == 0
+
+
+def test_a_worker_process_of_its_own_writes_with_every_core(
+    aredis: aioredis.Redis, tmp_path: Path,
+) -> None:
+    settings = load_settings({"STRICTGATE_DATA_DIR": str(tmp_path), "STRICTGATE_SINK": "lake"})
+    alone = build_worker(aredis, settings, utc_now, None, alone=True)
+    beside_api = build_worker(aredis, settings, utc_now, None)
+    assert isinstance(alone, LakeWorker) and isinstance(beside_api, LakeWorker)
+    assert alone.config.threads == min(os.cpu_count() or 1, 4)
+    assert beside_api.config.threads == 1

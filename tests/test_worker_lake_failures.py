@@ -24,11 +24,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig
+from lake.engine import LakeConfig, connect
 from quota import keys
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
 from tests.test_worker_sink import FAILING, RECOVERED, fill, messages, metric, poll, tmpfs
@@ -41,7 +42,7 @@ from tests.worker_lake_support import (
     seed_records,
 )
 from worker.health import SinkHealth
-from worker.lake_sink import SINK_NAME, LakeWorker
+from worker.lake_sink import SINK_NAME, LakeWorker, redacted, sink_error_of
 
 Row = tuple[str, str, float]
 BATCHES = 12
@@ -76,8 +77,8 @@ def lake_metric(svc: Service, name: str, **labels: str) -> float | None:
 
 
 def run_outage(svc: Service, sync_redis: redis.Redis, lake: LakeConfig,
-               caplog: pytest.LogCaptureFixture, *, break_it: Callable[[], None],
-               repair: Callable[[], None], cause: str) -> Sender:
+               caplog: pytest.LogCaptureFixture, *, break_it: Callable[[], object],
+               repair: Callable[[], object], cause: str) -> Sender:
     """Write, break the lake (``break_it``), keep sending, check what the service says,
     ``repair`` it, check the catch-up: every record exactly once, one log line each way."""
     svc.put_dataset("p1", "13", SEED_DEFINITION)
@@ -269,7 +270,27 @@ def test_postgres_catalog_database_gone_then_back(
         assert "does not exist" in messages(caplog, FAILING)[0] or "connect" in messages(
             caplog, FAILING)[0]
     assert "hunter2" not in caplog.text
-    assert "password=***" in messages(caplog, FAILING)[0]
+    assert "LINE 2" not in messages(caplog, FAILING)[0]  # not the SQL DuckDB quotes
+
+
+@pytest.mark.parametrize("secret", ["password=hunter2", "password='hun ter2'", "URI"])
+def test_a_catalog_password_never_reaches_the_reason(pg_database: str, secret: str,
+                                                     tmp_path: Path) -> None:
+    # a real connection error: the database does not exist (trust auth ignores passwords)
+    missing = pg_database + "_none"
+    catalog = (f"postgres:postgresql://postgres:hunter2@127.0.0.1/{missing}" if secret == "URI"
+               else f"postgres:dbname={missing} host=127.0.0.1 user=postgres {secret}")
+    config = LakeConfig(catalog=catalog, data_path=f"{tmp_path}/")
+    with pytest.raises(duckdb.Error) as failed:
+        connect(config)
+    assert "hunter2" in str(failed.value).replace("hun ter2", "hunter2")  # DuckDB quotes it
+    error = sink_error_of(failed.value, config)
+    assert error.cause == "catalog_unreachable"
+    assert "hunter2" not in error.reason and "hun ter2" not in error.reason
+    assert "\n" not in error.reason and error.reason.endswith(
+        f'database "{missing}" does not exist) writing the lake')
+    shown = redacted(str(failed.value))
+    assert "hunter2" not in shown and "hun ter2" not in shown and "***" in shown
 
 
 async def test_the_connection_is_reopened_after_a_catalog_failure(
@@ -291,6 +312,7 @@ async def test_the_connection_is_reopened_after_a_catalog_failure(
         enqueue(sync_redis, entry_fields(seed_records(4, "second"), "second"))
         with pytest.raises(Exception) as failed:
             await worker.run_once()
+            await worker.settle()  # the pass's commit runs on while the next batch is read
         assert type(failed.value).__name__ == "SinkError"
         assert worker._writer is None  # the broken connection was dropped
         shutil.move(tmp_path / "away", tmp_path / "lake")

@@ -41,7 +41,8 @@ async def _run_worker(metrics_host: str, metrics_port: int | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    background = start_background_tasks(client, settings, utc_now, metrics, stop, worker=True)
+    background = start_background_tasks(client, settings, utc_now, metrics, stop, worker=True,
+                                        alone=True)
     print("strictgate worker: running (Ctrl-C to stop)", flush=True)
     await stop.wait()
     await asyncio.gather(*background.tasks, return_exceptions=True)

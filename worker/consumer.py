@@ -478,12 +478,24 @@ class Worker:
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 backoff = min(backoff * 2, 2.0)
+            except Exception as exc:  # a bug must not end the worker unseen
+                self._unexpected(exc)
+                backoff = min(max(backoff, 0.25) * 2, 2.0)
             # A pass where no read came back full means the queues are (nearly) empty: wait
             # a little so the next pass writes and fsyncs many entries at once instead of a
             # file per request, which under load costs more CPU than the API itself.
             if not self._filled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
+
+    def _unexpected(self, exc: Exception) -> None:
+        """An error no handler expects (a bug): the entries stay pending; the trace goes to
+        the log once per kind of error, and the sink counts as failing (``/readyz`` 503, the
+        metrics) so that a worker that cannot make progress is seen, not silently dead."""
+        error = SinkError("internal_error", f"internal error: {type(exc).__name__}")
+        if self.health.cause != error.cause:
+            log.exception("worker: unexpected error, retrying (records stay queued)")
+        self.health.failed(error)
 
     def _redis_failed(self, exc: Exception) -> None:
         if is_connection_problem(exc):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +39,11 @@ class Background:
 
 def build_worker(
     redis: aioredis.Redis, settings: Settings, clock: Callable[[], datetime],
-    metrics: Metrics | None,
+    metrics: Metrics | None, *, alone: bool = False,
 ) -> Worker:
     """The worker of ``settings.sink``: the lake (``lake.config.lake_config``), compacted on
-    a schedule, or JSON Lines files under ``<data dir>/output``; reporting to ``metrics``."""
+    a schedule, or JSON Lines files under ``<data dir>/output``; reporting to ``metrics``.
+    ``alone``: no API in this process, so the lake writer uses every core (up to 4)."""
 
     def on_batch(stream: str, records: int, lag_s: float) -> None:
         if metrics is not None:
@@ -63,6 +65,7 @@ def build_worker(
         schedule = CompactionSchedule(
             redis, config, keep_snapshots_s=settings.lake_snapshot_retention_s)
         return LakeWorker(redis, config, compaction=schedule, clock=clock, on_batch=on_batch,
+                          writer_threads=min(os.cpu_count() or 1, 4) if alone else None,
                           health=SinkHealth(SINK_NAME, metrics),
                           on_dead_letter=on_dead_letter)
     return Worker(redis, settings.data_dir / "output", clock=clock, on_batch=on_batch,
@@ -122,6 +125,7 @@ def start_background_tasks(
     stop: asyncio.Event,
     *,
     worker: bool,
+    alone: bool = False,
 ) -> Background:
     """Start what runs beside the API or alone, ending on ``stop``: with ``worker``, the
     worker loop and the periodic usage flush; with ``metrics``, the queue gauges (read from
@@ -129,7 +133,7 @@ def start_background_tasks(
     tasks: list[asyncio.Task[None]] = []
     consumer: Worker | None = None
     if worker:
-        consumer = build_worker(redis, settings, clock, metrics)
+        consumer = build_worker(redis, settings, clock, metrics, alone=alone)
         tasks += [
             asyncio.create_task(consumer.run(stop), name="strictgate-worker"),
             asyncio.create_task(_flusher(redis, settings, clock, stop),
