@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from strictgate.embedded import EmbeddedServer, free_port  # noqa: E402
-from strictgate.settings import REDIS_FSYNC_CHOICES  # noqa: E402
+from strictgate.settings import REDIS_FSYNC_CHOICES, SINKS  # noqa: E402
 
 ADMIN = "bench-admin-token"
 DEFINITION = json.loads((ROOT / "schemas" / "examples" / "seed.json").read_text())
@@ -124,14 +124,15 @@ def _wait_drained(redis_url: str, timeout: float = 300) -> float:
 
 
 def _start_strictgate(
-    work: Path, name: str, fsync: str, procs: list[subprocess.Popen[bytes]]
+    work: Path, name: str, fsync: str, procs: list[subprocess.Popen[bytes]], sink: str
 ) -> tuple[str, EmbeddedServer]:
     """A Redis with ``fsync`` and a strictgate on it; returns the base URL and the Redis."""
     redis_server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=fsync).start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
     env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
-               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning")
+               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning",
+               STRICTGATE_SINK=sink)
     procs.append(_uvicorn("app:create_app", port, env, work / f"{name}.log"))
     base = f"http://127.0.0.1:{port}"
     _wait(base + "/healthz", procs[-1])
@@ -159,6 +160,8 @@ def main() -> None:
                         default="everysec",
                         help="also run a second strictgate on a Redis with this appendfsync, "
                              "side by side, to show what --fsync costs ('none': skip)")
+    parser.add_argument("--sink", choices=SINKS, default="lake",
+                        help="where strictgate's in-process worker writes")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench-load does it)")
@@ -179,7 +182,7 @@ def main() -> None:
             fsyncs.append(args.compare_fsync)
         for fsync in fsyncs:
             name = f"sg-{fsync}"
-            base, server = _start_strictgate(work, name, fsync, procs)
+            base, server = _start_strictgate(work, name, fsync, procs, args.sink)
             redis_servers.append(server)
             targets[name] = (base, server.url, "")
         keys = {name: _register(base) for name, (base, _, _) in targets.items()}

@@ -1,4 +1,4 @@
-"""schemathesis against the app's own ``/openapi.json`` (issue 6), in process through its ASGI
+"""schemathesis against the app's own ``/openapi.json``, in process through its ASGI
 transport, on a real Redis, with valid admin and project credentials.
 
 Every operation of the document gets generated requests (schema-valid and schema-invalid);

@@ -1,4 +1,4 @@
-"""A hypothesis state machine over the whole HTTP app on a real Redis (issue 6).
+"""A hypothesis state machine over the whole HTTP app on a real Redis.
 
 Rules register, update and delete datasets, create and revoke keys, set quotas, send valid,
 invalid, duplicate (Idempotency-Key replays and conflicts) and over-quota singles and batches,

@@ -199,6 +199,10 @@ def connect(config: LakeConfig, *, read_only: bool = False) -> duckdb.DuckDBPyCo
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "threads": config.threads,
+        # DuckDB keeps the bytes of every file it read in its buffer pool (up to 80% of the
+        # machine's memory): for local files the OS page cache already does that, and in a
+        # long-running worker the cache only grew the process
+        "enable_external_file_cache": False,
     })
     try:
         # ICU is built in; partition values of day(<timestamptz>) follow this setting

@@ -267,7 +267,18 @@ def record_struct(layout: Layout) -> str | None:
     return f"STRUCT({members})"
 
 
-def insert_sql(layout: Layout, stage_paths: Sequence[str]) -> str:
+JSON_OBJECT_SIZE_FLOOR = 1 << 20
+"""Smallest ``maximum_object_size`` handed to DuckDB's JSON reader (its own default is 16 MB:
+most stage lines are far smaller, and a small floor keeps small commits cheap)."""
+
+
+def json_object_size(max_line_bytes: int) -> int:
+    """``maximum_object_size`` for lines of at most ``max_line_bytes``: the next power of two
+    above it (so few distinct values reach DuckDB), at least :data:`JSON_OBJECT_SIZE_FLOOR`."""
+    return max(JSON_OBJECT_SIZE_FLOOR, 1 << (max_line_bytes + 1).bit_length())
+
+
+def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) -> str:
     """INSERT of every record staged in ``stage_paths`` into the layout's table.
 
     Each stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
@@ -279,7 +290,11 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str]) -> str:
     STRUCTs: each record parsed once); otherwise each record is read as JSON and then
     transformed, so that ``json_exists`` can tell an absent field from a null one. Both read
     and convert a value with the same code (DuckDB's JSON transform), so the value rules
-    above hold for either."""
+    above hold for either.
+
+    ``max_line_bytes`` is the longest staged line: DuckDB's reader allocates buffers of
+    about twice its ``maximum_object_size`` per read, and a fixed 1 GiB made a worker's
+    resident memory climb to gigabytes; the reader gets what the lines need instead."""
     struct = record_struct(layout)
     names = [n for n, _ in SYSTEM_COLUMNS]
     optional = [fc for fc in layout.fields if fc.optional]
@@ -305,7 +320,7 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str]) -> str:
     source = (
         f"SELECT a, e, t, v, unnest(r) AS {'s' if struct else 'j'},"
         f" generate_subscripts(r, 1) - 1 AS i FROM read_json({files},"
-        " format = 'newline_delimited', maximum_object_size = 1073741824,"
+        f" format = 'newline_delimited', maximum_object_size = {json_object_size(max_line_bytes)},"
         " columns = {'e': 'VARCHAR', 't': 'VARCHAR', 'v': 'INTEGER', 'a': 'VARCHAR',"
         f" 'r': {_literal(record_type)}}})")
     if not struct:

@@ -90,14 +90,19 @@ def _stage_head(entry: QueueEntry) -> bytes:
             + orjson.dumps(entry.received_at) + b',"r":')
 
 
-def write_stage(path: Path, entries: Sequence[QueueEntry]) -> None:
-    """The stage file of ``entries`` (see :func:`lake.tables.insert_sql`). The records go
-    to the file as they are, unjoined: no copy of a commit's worth of bytes in memory."""
+def write_stage(path: Path, entries: Sequence[QueueEntry]) -> int:
+    """The stage file of ``entries`` (see :func:`lake.tables.insert_sql`); returns its
+    longest line's length. The records go to the file as they are, unjoined: no copy of a
+    commit's worth of bytes in memory."""
+    longest = 0
     with path.open("wb", buffering=0) as out:
         for entry in entries:
-            out.write(_stage_head(entry))
+            head = _stage_head(entry)
+            out.write(head)
             out.write(entry.records)
             out.write(b"}\n")
+            longest = max(longest, len(head) + len(entry.records) + 2)
+    return longest
 
 
 _RAW_RECORDS = msgspec.json.Decoder(list[msgspec.Raw])
@@ -246,12 +251,13 @@ class LakeWriter:
                     by_version.setdefault(entry.version, []).append(entry)
                 for version, version_entries in by_version.items():
                     paths = []
+                    longest = 0
                     for run in _split(version_entries, self.threads):
                         path = stage / f"{len(list(stage.iterdir()))}.ndjson"
-                        write_stage(path, run)
+                        longest = max(longest, write_stage(path, run))
                         paths.append(str(path))
                     layout = self.layout(project, dataset, version)
-                    inserted = con.execute(insert_sql(layout, paths)).fetchone()
+                    inserted = con.execute(insert_sql(layout, paths, longest)).fetchone()
                     result.records += int(inserted[0]) if inserted else 0
                 for entry in todo:
                     ledger_rows.append((project, dataset, entry.entry_id,

@@ -1,7 +1,7 @@
 """One owner per data dir: the serving process holds an exclusive lock on ``<data dir>/lock``.
 
 Two services on one data dir would each start a valkey on the same files and each flush
-usage: records lost, quotas counted twice (issue 11). The lock is an ``flock`` held for the
+usage: records lost, quotas counted twice. The lock is an ``flock`` held for the
 life of the process (the kernel drops it when the process dies, even by kill -9), with the
 owner's PID written in the file for the message a second process prints.
 

@@ -2,8 +2,8 @@
 
 Everything that can refuse to start does so before the app's lifespan starts the embedded
 server and the worker: a second process on the same port or data dir exits touching nothing
-(issue 11: a second ``make run`` that failed to bind had already started a valkey on the
-first one's files, run a worker and flushed usage).
+(otherwise a second ``make run`` that fails to bind would already have started a valkey on
+the first one's files, run a worker and flushed usage).
 """
 
 from __future__ import annotations

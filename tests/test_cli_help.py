@@ -1,4 +1,4 @@
-"""First contact with the CLI (issue 11, item 6): every command and argument has a help text
+"""First contact with the CLI: every command and argument has a help text
 (no raw docstring), and ``--version`` prints the package version."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Connection limits of a real ``strictgate serve`` over real sockets (issue 11, item 4): a
+"""Connection limits of a real ``strictgate serve`` over real sockets: a
 slow-loris or silent client is disconnected after the header timeout; over the connection
 cap a request gets a 503 in the error grammar (not a reset), logged once per state change."""
 

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from lake.engine import LakeConfig, connect
+from lake.tables import json_object_size
 from lake.writer import LakeWriter, QueueEntry
 from tests.lake_support import ROOT, dump_entries, seed_definitions, seed_entries
 
@@ -158,3 +159,19 @@ def test_a_failed_insert_rolls_back_everything(tmp_path: Path) -> None:
         writer.write([*good, bad])
     writer.close()
     assert counts(config) == (0, 0, 0, 0)
+
+
+def test_a_commit_needs_memory_for_its_lines_not_a_gigabyte(tmp_path: Path) -> None:
+    """DuckDB's JSON reader allocates about twice its maximum_object_size per read: with a
+    fixed 1 GiB a worker's memory climbed to gigabytes in minutes. Under a 128 MB limit a
+    commit of small entries, and one of a 2 MB entry, still go through."""
+    writer = LakeWriter(LakeConfig.local(tmp_path), seed_definitions)
+    try:
+        writer.con.execute("SET memory_limit = '128MB'")
+        assert writer.write(seed_entries(3, 2)).records == 6
+        big = seed_entries(1, 8000, start=100)  # one stage line of about 2 MB
+        assert len(big[0].records) > 1_500_000
+        assert writer.write(big).records == 8000
+    finally:
+        writer.close()
+    assert json_object_size(10) == 1 << 20 and json_object_size(3_000_000) == 1 << 22

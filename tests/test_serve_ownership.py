@@ -1,4 +1,4 @@
-"""One owner per data dir and per port (issue 11, item 1), with real ``strictgate serve``
+"""One owner per data dir and per port, with real ``strictgate serve``
 processes: a second instance exits touching nothing, the first loses and double-counts
 nothing; a stopped or killed service leaves the CLI a one-line "no running service"."""
 

@@ -1,4 +1,4 @@
-"""What ``strictgate serve`` checks before it starts anything (issue 11, items 4 and 5): every
+"""What ``strictgate serve`` checks before it starts anything: every
 setting, with a one-line error and exit 2; the open-file limit raised to the hard one."""
 
 from __future__ import annotations
