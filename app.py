@@ -33,6 +33,7 @@ from strictgate.context import AppContext, context_of, utc_now
 from strictgate.durability import DurabilityReport
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
+from strictgate.malloc import limit_malloc_arenas
 from strictgate.metrics import CONTENT_TYPE_LATEST, Metrics
 from strictgate.openapi import DOCS_HTML, openapi_document
 from strictgate.redis_health import watch as watch_redis
@@ -140,6 +141,7 @@ GC_GEN0_THRESHOLD = 20_000
 
 def create_app(settings: Settings | None = None) -> StrictgateApp:
     """Build the ASGI app. Redis (embedded when no ``REDIS_URL``) starts in the lifespan."""
+    limit_malloc_arenas()  # before the worker's and DuckDB's threads start
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager

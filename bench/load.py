@@ -81,6 +81,8 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 def _uvicorn(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    # as `strictgate serve` runs itself (strictgate/malloc.py)
+    env = {"MALLOC_ARENA_MAX": "2", **env}
     cmd = [sys.executable, "-m", "uvicorn", app, "--factory" if app == "app:create_app" else "",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--no-access-log"]

@@ -15,6 +15,7 @@ from registry.cli import register as register_registry
 from strictgate.cli_redis import NoRedisError
 from strictgate.datadir import DataDirError
 from strictgate.embedded import EmbeddedServerError
+from strictgate.malloc import limit_malloc_arenas, reexec_with_arena_cap
 from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
 from worker.cli import register as register_worker
@@ -79,10 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LONG_RUNNING = ("serve", "worker")
+"""Commands that run for days: their malloc arenas are capped from the first allocation."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command in LONG_RUNNING:
+        reexec_with_arena_cap()  # returns only once the cap is in force
+    limit_malloc_arenas()
     try:
         result: int = args.func(args)
     except SettingsError as exc:

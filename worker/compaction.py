@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import redis.asyncio as aioredis
@@ -68,6 +69,8 @@ class CompactionSchedule:
                  every_s: float = COMPACT_EVERY_S,
                  clock: Callable[[], float] = time.monotonic,
                  compactor: Compactor = compact_pass) -> None:
+        # one thread of its own for every pass (passes never overlap in one worker)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-compact")
         self.redis = redis
         self.config = config
         self.keep_snapshots = timedelta(seconds=keep_snapshots_s)
@@ -122,7 +125,8 @@ class CompactionSchedule:
             return None
         try:
             faults.maybe_die_later("compaction")
-            report = await asyncio.to_thread(self.compactor, self.config, self.keep_snapshots)
+            report = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self.compactor, self.config, self.keep_snapshots)
         except Exception as exc:
             self._failed(exc)
             return None

@@ -9,7 +9,7 @@ sink's Redis marks: an entry delivered again (its worker died between commit and
 before the commit) is given to the writer, which skips ledger entries, and is acknowledged
 either way. So every acknowledged record is in the lake exactly once.
 
-The writer is synchronous: it runs in a thread (``asyncio.to_thread``), so an API sharing
+The writer is synchronous: it runs on a thread of its own, so an API sharing
 the event loop keeps answering. It needs each entry's definition version; versions never
 change once written, so they are read from the registry before the thread call (async) and
 cached for good.
@@ -32,6 +32,7 @@ import errno
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -153,6 +154,10 @@ class LakeWorker(Worker):
         self.definitions = DefinitionCache(Registry(redis, clock=utc_now))
         self.compaction = compaction
         self._writer: LakeWriter | None = None
+        # the writer's connection on one thread of its own, never on asyncio's shared pool
+        # (whose threads also validate large bodies): DuckDB work never waits for a free
+        # thread, and its allocations stay on one thread (see strictgate/malloc.py)
+        self._lake_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-write")
         self.commits = 0
         self._turn = 0
         self.records_per_commit: list[int] = []
@@ -281,8 +286,8 @@ class LakeWorker(Worker):
             return 0
         try:
             async with self._writing:
-                result = await asyncio.to_thread(self._write_sync, [i[2] for i in items],
-                                                 first_delivery)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._lake_thread, self._write_sync, [i[2] for i in items], first_delivery)
         except DATA_ERRORS as exc:
             if len(items) == 1:
                 await self.dead_letter(items[0][0], items[0][1], "malformed_record", exc)
@@ -335,7 +340,8 @@ class LakeWorker(Worker):
                 await self.settle()
             if self.compaction is not None and self.compaction.task is not None:
                 await asyncio.gather(self.compaction.task, return_exceptions=True)
-            await asyncio.to_thread(self.close)
+            await asyncio.get_running_loop().run_in_executor(self._lake_thread, self.close)
+            self._lake_thread.shutdown(wait=False)
             log.debug("worker: lake sink ran %.1f s, %d commits",
                       time.monotonic() - started, self.commits)
 
