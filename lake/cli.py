@@ -22,7 +22,7 @@ from lake.config import lake_config
 from lake.engine import LakeError
 from lake.maintenance import compact_lake
 from lake.reader import LakeEmpty, LakeReader, NotARead
-from lake.redact import redacted
+from strictgate.redact import redacted
 from strictgate.settings import load_settings
 
 # a table cell longer than this is cut (the JSON output is never cut)

@@ -29,8 +29,8 @@ import orjson
 
 from lake import engine
 from lake.engine import ALIAS, LakeConfig, quote_ident
-from lake.redact import redacted
 from lake.tables import META, Layout, load_layouts, table_name
+from strictgate.redact import redacted
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from strictgate.redact import redacted
+
 
 class SettingsError(ValueError):
     """Raised when the environment holds an unknown or malformed setting."""
@@ -174,12 +176,12 @@ def _parse_host(name: str, raw: str) -> str:
 
 
 def _shown_url(raw: str) -> str:
-    # a URL may carry a password: never quote what comes before the last "@"
+    # a URL or a connection string may carry a password: never quote it. Without a scheme
+    # (a malformed REDIS_URL) everything before the last "@" may be one.
     value = raw.strip()
-    if "@" in value:
-        scheme, sep, _ = value.partition("://")
-        value = (scheme + sep if sep else "") + "***@" + value.rsplit("@", 1)[1]
-    return value[:80]
+    if "@" in value and "://" not in value:
+        value = "***@" + value.rsplit("@", 1)[1]
+    return redacted(value)[:80]
 
 
 def _parse_redis_url(name: str, raw: str) -> str:

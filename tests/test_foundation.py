@@ -52,6 +52,13 @@ def test_settings_never_quote_a_redis_password() -> None:
         assert "s3cret" not in str(info.value) and "***@" in str(info.value)
 
 
+def test_settings_never_quote_a_lake_catalog_password() -> None:
+    for catalog in ("mysql:host=h password=s3cret", "mysql://u:s3cret@h/lake"):
+        with pytest.raises(SettingsError) as info:
+            load_settings({"STRICTGATE_LAKE_CATALOG": catalog})
+        assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
 def test_secret_created_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "d" / "admin-token"
     first, created = load_or_create_secret(path)

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from app import create_app
 from strictgate.durability import NO_AOF, UNKNOWN, assess
 from strictgate.embedded import EmbeddedServer
-from strictgate.redis_target import masked, where, with_password
+from strictgate.redact import redacted
+from strictgate.redis_health import client_where
+from strictgate.redis_target import with_password
 from strictgate.settings import SettingsError, load_settings
 from strictgate.supervisor import Supervisor
 
@@ -185,11 +188,12 @@ def test_assess_reads_each_config() -> None:
 
 def test_urls_are_named_without_their_password() -> None:
     url = "redis://user:s3cr%40t@db.example:6380/2"
-    assert where(url) == "db.example:6380"
-    assert masked(url) == "redis://user:***@db.example:6380/2"
-    assert where("redis://localhost/0") == "localhost:6379"
-    assert where("unix:///run/redis.sock") == "/run/redis.sock"
-    assert masked("redis://h:1/0") == "redis://h:1/0"
+    assert client_where(aioredis.Redis.from_url(url)) == "db.example:6380"
+    assert redacted(url) == "redis://***@db.example:6380/2"
+    assert redacted("redis://:p@ss@h:1/0") == "redis://***@h:1/0"  # an unescaped "@"
+    assert client_where(aioredis.Redis.from_url("redis://localhost/0")) == "localhost:6379"
+    assert client_where(aioredis.Redis.from_url("unix:///run/redis.sock")) == "/run/redis.sock"
+    assert redacted("redis://h:1/0") == "redis://h:1/0"
     assert with_password("redis://h:1/0", "a/b") == "redis://:a%2Fb@h:1/0"
 
 

@@ -40,11 +40,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from lake.engine import LakeConfig, is_retryable
-from lake.redact import redacted
 from lake.writer import CommitResult, LakeWriter, QueueEntry
 from quota import keys
 from registry.store import Registry
 from strictgate.context import utc_now
+from strictgate.redact import redacted
 from validator.definition import normalize
 from worker import faults
 from worker.compaction import CompactionSchedule
