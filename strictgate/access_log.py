@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from strictgate.request_id import id_of_request
+from strictgate.request_id import id_of_scope
 
 log = logging.getLogger("strictgate.access")
 
@@ -33,7 +33,7 @@ class AccessLog:
         status = 500
         state: dict[str, Any] = scope.setdefault("state", {})
         # Settled before the app runs, so an exception handler can name it too.
-        state["request_id"] = id_of_request(state, _header(scope, b"x-request-id"))
+        state["request_id"] = id_of_scope(scope)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -50,13 +50,6 @@ class AccessLog:
         finally:
             route = scope.get("route")
             record_request(scope, getattr(route, "path", None) or "unmatched", status, started)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def record_request(scope: Scope, route_name: str, status: int, started: float) -> None:

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from strictgate.errors import ApiError, error_response
-from strictgate.request_id import HEADER, id_of_request
+from strictgate.request_id import HEADER, id_of_scope
 
 log = logging.getLogger("strictgate.connections")
 
@@ -43,8 +43,7 @@ not one per connection at the edge."""
 
 async def server_busy(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer to a request made over the connection cap."""
-    given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-    request_id = id_of_request({}, given.decode("latin-1") if given is not None else None)
+    request_id = id_of_scope({"headers": scope["headers"]})  # no state: the app never ran
     response = error_response(ApiError(
         503, "Server busy: too many open connections, retry shortly", "server_busy",
         headers={"Retry-After": "1", "Connection": "close", HEADER: request_id},

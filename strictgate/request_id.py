@@ -45,6 +45,14 @@ def is_valid(given: str) -> bool:
     return VISIBLE_TOKEN.match(given) is not None
 
 
+def id_of_scope(scope: Mapping[str, Any]) -> str:
+    """:func:`id_of_request` for an ASGI scope: its ``state``, else its ``X-Request-Id``
+    header (ASGI servers give header names in lower case)."""
+    given = next((value.decode("latin-1") for name, value in scope.get("headers", ())
+                  if name == b"x-request-id"), None)
+    return id_of_request(scope.get("state", {}), given)
+
+
 def id_of_request(state: Mapping[str, Any], given: str | None) -> str:
     """The id an answer carries: the one the handler settled on (``state["request_id"]``),
     else the client's when valid, else a fresh one (an invalid one is never echoed)."""
