@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PKGS := strictgate validator quota registry ingest worker admin lake schemas bench app.py
+PKGS := strictgate validator quota schemas bench app.py
 
 .PHONY: help run test lint wheel-check lock bench bench-quota bench-load fuzz soak clean
 

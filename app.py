@@ -9,41 +9,40 @@ import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from admin import datasets as admin_datasets
-from admin import keys as admin_keys
-from admin import quota as admin_quota
-from ingest import handlers as ingest_handlers
-from ingest import records as ingest_records
-from ingest.front import ingest_lane, serve_ingest
-from lake.config import lake_config
-from lake.reader import LakeReader
 from quota.admission import QuotaService
-from registry.apikeys import KeyService
-from registry.store import Registry
+from strictgate import docs as docs_ui
 from strictgate.access_log import AccessLog
+from strictgate.admin import datasets as admin_datasets
+from strictgate.admin import keys as admin_keys
+from strictgate.admin import quota as admin_quota
 from strictgate.context import AppContext, context_of, utc_now
 from strictgate.durability import DurabilityReport
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
+from strictgate.ingest import records as ingest_records
+from strictgate.ingest.front import ingest_lane, serve_ingest, starlette_routes
+from strictgate.lake.config import lake_config
+from strictgate.lake.reader import LakeReader
 from strictgate.malloc import limit_malloc_arenas
 from strictgate.metrics import CONTENT_TYPE_LATEST, Metrics
-from strictgate.openapi import DOCS_HTML, openapi_document
+from strictgate.openapi import openapi_document
 from strictgate.redis_health import watch as watch_redis
+from strictgate.registry.apikeys import KeyService
+from strictgate.registry.store import Registry
 from strictgate.request_id import HEADER, new_request_id
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings, load_settings
 from strictgate.supervisor import Supervisor
-from strictgate.unavailable import unavailable
-from worker.health import SinkHealth
-from worker.service import start_background_tasks
+from strictgate.unavailable import REDIS_FAILURES, unavailable
+from strictgate.worker.health import SinkHealth
+from strictgate.worker.service import start_background_tasks
 
 log = logging.getLogger("strictgate")
 
@@ -60,7 +59,7 @@ async def readyz(request: Request) -> Response:
     try:
         await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_deadline_s)
         ready = await asyncio.wait_for(ctx.registry.ready(), ctx.settings.redis_deadline_s)
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_FAILURES:
         raise unavailable() from None
     if not ready:
         raise unavailable()
@@ -81,11 +80,6 @@ async def metrics_endpoint(request: Request) -> Response:
 async def openapi_json(request: Request) -> Response:
     """The OpenAPI 3.1 document."""
     return json_response(request.app.state.openapi)
-
-
-async def docs(request: Request) -> Response:
-    """A docs page rendering /openapi.json (no external assets)."""
-    return HTMLResponse(DOCS_HTML)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -124,7 +118,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
 
 class StrictgateApp(Starlette):
     """The Starlette app, except that ingest requests take the short way in
-    (:mod:`ingest.front`)."""
+    (:mod:`strictgate.ingest.front`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection or lifespan."""
@@ -225,13 +219,14 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
 
     routes = [
         # the data plane first: the router tries routes in order on every request
-        *ingest_handlers.routes(),
+        *starlette_routes(),
         *ingest_records.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        # /api and /docs (Swagger UI), /reference (Redoc), /api/static/<asset>
+        *docs_ui.routes(),
         *admin_datasets.routes(),
         *admin_keys.routes(),
         *admin_quota.routes(),

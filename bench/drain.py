@@ -33,10 +33,11 @@ import redis
 # Run as a script, bench/ comes first on sys.path (bench/quota.py would shadow the package)
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lake.engine import LakeConfig, connect  # noqa: E402
-from lake.maintenance import compact_lake  # noqa: E402
 from quota import keys  # noqa: E402
 from strictgate.embedded import EmbeddedServer  # noqa: E402
+from strictgate.lake.engine import LakeConfig, connect  # noqa: E402
+from strictgate.lake.maintenance import compact_lake  # noqa: E402
+from strictgate.queue_entry import QueueEntry  # noqa: E402
 from validator.compiled import compile_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +61,8 @@ def prefill(r: redis.Redis, url: str, n: int, payloads: list[bytes]) -> str:
     """Queue ``n`` entries and register the seed dataset; returns the stream key."""
     from redis import asyncio as aioredis
 
-    from registry.store import Registry
     from strictgate.context import utc_now
+    from strictgate.registry.store import Registry
 
     async def register() -> None:
         client = aioredis.Redis.from_url(url)
@@ -72,10 +73,10 @@ def prefill(r: redis.Redis, url: str, n: int, payloads: list[bytes]) -> str:
     stream = keys.queue_key("u1", "bench", "billing")
     pipe = r.pipeline(transaction=False)
     for e in range(n):
-        pipe.xadd(stream, {
-            "records": payloads[e % len(payloads)], "trace_id": f"t{e}",
-            "dataset_version": "1", "received_at": "2026-06-10T11:00:00.123Z",
-            "project_id": "bench", "dataset_id": "billing", "user_id": "u1"})
+        pipe.xadd(stream, QueueEntry(  # type: ignore[arg-type]
+            records=payloads[e % len(payloads)], trace_id=f"t{e}", dataset_version=1,
+            received_at="2026-06-10T11:00:00.123Z", project_id="bench", dataset_id="billing",
+            user_id="u1").to_fields())
     pipe.incrby(keys.queued_records_key(stream), n * PER_ENTRY)
     pipe.sadd(keys.queues_index_key(), stream)
     pipe.execute()

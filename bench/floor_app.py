@@ -20,4 +20,5 @@ async def ingest(request: Request) -> Response:
 
 
 app = Starlette(routes=[Route("/datasets/{dataset_id}", ingest, methods=["POST"]),
-                        Route("/datasets/{dataset_id}/batch", ingest, methods=["POST"])])
+                        Route("/datasets/{dataset_id}/batch", ingest, methods=["POST"]),
+                        Route("/events/{kind}", ingest, methods=["POST"])])

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lake.engine import ALIAS, LakeConfig, connect
+import duckdb
+
+from strictgate.lake.engine import ALIAS, LakeConfig, connect
 
 
 def lake_rows(data_dir: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -16,7 +18,13 @@ def lake_rows(data_dir: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     config = LakeConfig.local(data_dir.resolve())
     if not Path(config.catalog.removeprefix("sqlite:")).exists():
         return []
-    con = connect(config, read_only=True)
+    try:
+        con = connect(config, read_only=True)
+    except duckdb.InvalidInputException as exc:
+        # the catalog file exists but its first writer has not finished creating the lake
+        if "creating a new DuckLake is explicitly disabled" in str(exc):
+            return []
+        raise
     try:
         tables = con.execute(
             "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?"

@@ -1,10 +1,11 @@
 """Records/s of the lake writer vs the JSON Lines sink, on the same 1000-record entries.
 
 Each round writes ``--entries`` queue entries of 1000 seed records, ``--per-commit`` entries
-per commit: through :class:`lake.writer.LakeWriter` (one DuckLake transaction per commit:
+per commit: through :class:`strictgate.lake.writer.LakeWriter` (one DuckLake transaction per commit:
 INSERT from the staged entries, ledger rows, fence; ``first_delivery`` as for entries read
 new, so no ledger lookup) and through the worker's
-JSON Lines path (``worker.consumer.output_lines`` + ``worker.sink.stage``/``publish``: a
+JSON Lines path (``strictgate.worker.consumer.output_lines`` +
+``strictgate.worker.sink.stage``/``publish``: a
 file written, fsynced and renamed per commit). Medians of ``--rounds`` rounds, side by side.
 
     .venv/bin/python bench/lake_write.py [--entries 200] [--per-commit 100] [--rounds 5]
@@ -27,11 +28,12 @@ import orjson
 # package that worker.consumer imports: the repository root goes there instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lake.engine import LakeConfig  # noqa: E402
-from lake.writer import LakeWriter, QueueEntry  # noqa: E402
+from strictgate.lake.engine import LakeConfig  # noqa: E402
+from strictgate.lake.writer import LakeEntry, LakeWriter  # noqa: E402
+from strictgate.queue_entry import QueueEntry  # noqa: E402
+from strictgate.worker import sink  # noqa: E402
+from strictgate.worker.consumer import output_lines  # noqa: E402
 from validator.definition import normalize  # noqa: E402
-from worker import sink  # noqa: E402
-from worker.consumer import output_lines  # noqa: E402
 
 RECORDS_PER_ENTRY = 1000
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,24 +50,19 @@ def seed_record(i: int) -> dict[str, object]:
     }
 
 
-def make_entries(n: int, start: int) -> list[QueueEntry]:
+def make_entries(n: int, start: int) -> list[LakeEntry]:
     """``n`` entries of 1000 distinct seed records (compact JSON, as the queue holds them)."""
     out = []
     for e in range(start, start + n):
         records = [seed_record(e * RECORDS_PER_ENTRY + i) for i in range(RECORDS_PER_ENTRY)]
-        out.append(QueueEntry(f"u/{1781000000000 + e}-0", "bench", "billing", 1,
-                              f"trace{e}", "2026-06-10T11:00:00.123Z", orjson.dumps(records)))
+        out.append(LakeEntry.of(f"{1781000000000 + e}-0", QueueEntry(
+            records=orjson.dumps(records), trace_id=f"trace{e}", dataset_version=1,
+            received_at="2026-06-10T11:00:00.123Z", project_id="bench", dataset_id="billing",
+            user_id="u")))
     return out
 
 
-def fields_of(entry: QueueEntry) -> dict[bytes, bytes]:
-    """The stream fields of an entry, for the JSON Lines path."""
-    return {b"records": entry.records, b"trace_id": entry.trace_id.encode(),
-            b"dataset_version": str(entry.version).encode(),
-            b"received_at": entry.received_at.encode()}
-
-
-def lake_round(root: Path, entries: list[QueueEntry], per_commit: int,
+def lake_round(root: Path, entries: list[LakeEntry], per_commit: int,
                threads: int) -> tuple[float, int]:
     """Seconds to write ``entries`` into a fresh lake, and how many commits."""
     local = LakeConfig.local(root)
@@ -82,13 +79,13 @@ def lake_round(root: Path, entries: list[QueueEntry], per_commit: int,
     return elapsed, commits
 
 
-def jsonl_round(root: Path, entries: list[QueueEntry], per_commit: int) -> float:
+def jsonl_round(root: Path, entries: list[LakeEntry], per_commit: int) -> float:
     """Seconds to write the same records as JSON Lines files, one fsynced file per commit."""
     started = time.perf_counter()
     for i in range(0, len(entries), per_commit):
         lines: list[bytes] = []
         for entry in entries[i:i + per_commit]:
-            lines.extend(output_lines(fields_of(entry)))
+            lines.extend(output_lines(entry.queued))
         final = root / "bench" / "billing" / "2026-06-10" / f"{i}.jsonl"
         sink.stage(final, lines)
         sink.publish(final)

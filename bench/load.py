@@ -5,8 +5,10 @@ serves it) on an embedded valkey-server with `appendfsync always` (the default: 
 power loss), a second strictgate on one with `everysec` (what durability costs, side by side)
 and the floor app (same uvicorn settings). Then, in
 interleaved rounds, drives each with wrk for a fixed time: 1-record requests with 32
-connections and 1000-record batches with 16. Prints requests/s, records/s, p50/p99 and the
-ratios to the floor (medians over rounds), and the count of non-2xx answers.
+connections (Loguro's ``/datasets/13``), 1000-record batches with 16, and single Operyn log
+events (``/events/logs``, ``x-api-key``) with 32. Prints requests/s, records/s, p50/p99 and
+the ratios to the floor (medians over rounds), the Operyn single event against the Loguro
+single record, and the count of non-2xx answers.
 
     make bench-load            # installs wrk from Debian's packages when missing
     .venv/bin/python bench/load.py --duration 10 --rounds 3
@@ -44,11 +46,16 @@ RECORD = {
     "country": "RO", "plan": "pro", "amount": 42.5, "active": True,
     "signup_at": "2026-06-01T08:00:00Z",
 }
+OPERYN_LOG = {
+    "service": "api-gateway", "level": "error",
+    "message": "Upstream timeout connecting to auth-service", "traceId": "abc-123-def",
+    "metadata": {"region": "us-east-1", "env": "prod", "team": "platform"},
+}
 
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %(key)s"
+wrk.headers["%(auth_header)s"] = "%(auth_value)s"
 local f = io.open("%(body)s", "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -193,6 +200,7 @@ def main() -> None:
         bodies = {
             "single": (json.dumps(RECORD).encode(), "/datasets/13", 32, 1),
             "batch": (json.dumps([RECORD] * 1000).encode(), "/datasets/13/batch", 16, 1000),
+            "operyn": (json.dumps(OPERYN_LOG).encode(), "/events/logs", 32, 1),
         }
         scripts: dict[tuple[str, str], Path] = {}
         for name, (body, _, _, _) in bodies.items():
@@ -200,7 +208,10 @@ def main() -> None:
             body_path.write_bytes(body)
             for target, (_, _, key) in targets.items():
                 script = work / f"{name}-{target}.lua"
-                script.write_text(WRK_SCRIPT % {"key": key, "body": body_path})
+                auth = ("x-api-key", key) if name == "operyn" else ("Authorization",
+                                                                     f"Bearer {key}")
+                script.write_text(WRK_SCRIPT % {"auth_header": auth[0], "auth_value": auth[1],
+                                                "body": body_path})
                 scripts[(name, target)] = script
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for round_no in range(args.rounds):
@@ -217,7 +228,7 @@ def main() -> None:
                           flush=True)
         print()
         print(f"medians over {args.rounds} rounds of {args.duration}s "
-              f"(wrk -t1; single: 32 connections, batch of 1000: 16 connections; "
+              f"(wrk -t1; single and operyn: 32 connections, batch of 1000: 16 connections; "
               f"sg-X = strictgate on a Redis with appendfsync X)")
         print(f"{'load':8s} {'server':12s} {'req/s':>10s} {'records/s':>11s} {'p50 ms':>8s} "
               f"{'p99 ms':>8s} {'non-2xx':>8s}")
@@ -243,6 +254,11 @@ def main() -> None:
                 print(f"{name:8s} ratio strictgate ({fsyncs[1]})/floor: "
                       f"{med[other]['rps'] / med['floor']['rps']:.2f}; "
                       f"{args.fsync}/{fsyncs[1]}: {cost:.2f}")
+        main_target = f"sg-{args.fsync}"
+        operyn = statistics.median(r["rps"] for r in results[("operyn", main_target)])
+        single = statistics.median(r["rps"] for r in results[("single", main_target)])
+        print(f"operyn single event / Loguro single record ({args.fsync}): "
+              f"{operyn / single:.2f}")
     finally:
         for proc in procs:
             try:

@@ -30,6 +30,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from quota.admission import Admitted, Duplicate, QuotaService  # noqa: E402
 from strictgate.embedded import EmbeddedServer  # noqa: E402
+from strictgate.queue_entry import QueueEntry  # noqa: E402
+from strictgate.timestamps import utc_z  # noqa: E402
 
 RECORD = b'[{"timestamp":"2026-06-10T10:58:00Z","context":{"source":"bench"},"amount":1}]'
 
@@ -58,10 +60,10 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
         svc = QuotaService(client, default_limit=-1, deadline_s=1.0,
                            clock=lambda: datetime.now(UTC))
         await svc.preload()
-        now = datetime.now(UTC).isoformat()
-        entry: dict[str, bytes | str] = {
-            "records": RECORD, "trace_id": "bench", "dataset_version": "1", "received_at": now,
-            "project_id": "p1", "dataset_id": "d1", "user_id": "bench-user"}
+        entry = QueueEntry(
+            records=RECORD, trace_id="bench", dataset_version=1,
+            received_at=utc_z(datetime.now(UTC)), project_id="p1", dataset_id="d1",
+            user_id="bench-user")
         serial = itertools.count()
 
         async def incrby() -> None:
@@ -69,10 +71,7 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
 
         async def admit() -> None:
             key = f"k{next(serial)}" if idempotency else None
-            result = await svc.admit(
-                user_id="bench-user", project_id="p1", dataset_id="d1", count=1,
-                entry=entry, idempotency_key=key, request_digest="d",
-            )
+            result = await svc.admit(entry, count=1, idempotency_key=key, request_digest="d")
             if not isinstance(result, Admitted | Duplicate):
                 raise RuntimeError(f"admission failed: {result}")
 

@@ -1,9 +1,10 @@
 """Read latency on a 1M-record dataset: a 100-record page (the first one, and a deep one
 through a cursor) and a one-day range count.
 
-The lake is filled with :class:`lake.writer.LakeWriter` in big commits (``--per-commit``
+The lake is filled with :class:`strictgate.lake.writer.LakeWriter` in big commits (``--per-commit``
 entries of 1000 seed records each), the entries received over ``--days`` days, so each day
-is one partition. Pages are read as the API reads them (:meth:`lake.reader.LakeReader.page`
+is one partition. Pages are read as the API reads them
+(:meth:`strictgate.lake.reader.LakeReader.page`
 plus the JSON encoding of the answer); the count runs through the operators' SQL
 connection. Prints the fill time, then p50/p99 of ``--reads`` reads of each.
 
@@ -30,14 +31,16 @@ import orjson
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.lake_write import RECORDS_PER_ENTRY, SEED, seed_record  # noqa: E402
-from lake.engine import LakeConfig  # noqa: E402
-from lake.reader import LakeReader  # noqa: E402
-from lake.writer import LakeWriter, QueueEntry  # noqa: E402
+from strictgate.lake.engine import LakeConfig  # noqa: E402
+from strictgate.lake.reader import LakeReader  # noqa: E402
+from strictgate.lake.writer import LakeEntry, LakeWriter  # noqa: E402
+from strictgate.queue_entry import QueueEntry  # noqa: E402
+from strictgate.timestamps import utc_z  # noqa: E402
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def entries(first: int, count: int, per_day: int) -> list[QueueEntry]:
+def entries(first: int, count: int, per_day: int) -> list[LakeEntry]:
     """Entries ``first``.. of 1000 records; entry ``e`` is received on day ``e // per_day``,
     spread over that day."""
     out = []
@@ -45,9 +48,9 @@ def entries(first: int, count: int, per_day: int) -> list[QueueEntry]:
     for e in range(first, first + count):
         at = START + timedelta(days=e // per_day) + step * (e % per_day)
         records = [seed_record(e * RECORDS_PER_ENTRY + i) for i in range(RECORDS_PER_ENTRY)]
-        out.append(QueueEntry(f"u/{1781000000000 + e}-0", "bench", "billing", 1, f"trace{e}",
-                              at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                              orjson.dumps(records)))
+        out.append(LakeEntry.of(f"{1781000000000 + e}-0", QueueEntry(
+            records=orjson.dumps(records), trace_id=f"trace{e}", dataset_version=1,
+            received_at=utc_z(at), project_id="bench", dataset_id="billing", user_id="u")))
     return out
 
 

@@ -2,9 +2,9 @@
 
 jsonschema checks ``date-time`` and ``time`` only when the optional ``rfc3339-validator``
 package is installed, and that package accepts a leap second at any minute while the
-JSON-Schema-Test-Suite (our contract for timestamps, DESIGN.md) does not. So the oracle's
-format checker is jsonschema's own, with ``date-time`` and ``time`` replaced by the strict
-RFC 3339 section 5.6 checks below; ``fuzz/test_oracle.py`` proves those against the suite's
+JSON-Schema-Test-Suite (our contract for timestamps: its verdicts are ours) does not. So the
+oracle's format checker is jsonschema's own, with ``date-time`` and ``time`` replaced by the
+strict RFC 3339 section 5.6 checks below; ``fuzz/test_oracle.py`` proves those against the suite's
 ``date-time.json`` and ``time.json``, so the oracle is trusted before it judges anything.
 
 ``uri`` is left unchecked by the oracle when jsonschema cannot check it (it needs

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ from quota.results import (
     remaining_of,
 )
 from quota.script import AnyRedis, Arg, OneShotScript
+from strictgate.queue_entry import QueueEntry
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
@@ -163,21 +164,18 @@ class QuotaService:
 
     async def admit(
         self,
+        entry: QueueEntry,
         *,
-        user_id: str,
-        project_id: str,
-        dataset_id: str,
         count: int,
-        entry: Mapping[str, bytes | str],
         idempotency_key: str | None,
         request_digest: str,
     ) -> AdmissionResult:
-        """Count ``count`` records against ``user_id``'s month and queue ``entry``, or not at
-        all. See the module docstring for what is retried."""
+        """Count ``count`` records (those of ``entry``) against the month of ``entry``'s
+        user and queue ``entry`` in its dataset's queue, or neither. See the module
+        docstring for what is retried."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count must be an integer >= 1")
-        if not entry:
-            raise ValueError("entry must have at least one field")
+        user_id, project_id = entry.user_id, entry.project_id
         # The month is Redis's (see admit.lua): guess the one it answered last (this
         # process's clock before the first answer), and when the script says the guess is
         # wrong, which changed nothing, send once more with the month it gave.
@@ -189,13 +187,12 @@ class QuotaService:
         deadline = loop.time() + self.deadline_s
         for _ in range(PERIOD_ATTEMPTS):
             resets_at, starts, ends, expires = self._period_times(period)
-            script_keys = self._keys(user_id, project_id, dataset_id, period)
+            script_keys = self._keys(user_id, project_id, entry.dataset_id, period)
             if idem is not None:
                 script_keys.append(idem)
             args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S,
                                request_digest, starts, ends, self.max_queue_records]
-            for name, value in entry.items():
-                args += (name, value)
+            args += entry.to_args()
             reply = await self._run(script_keys, args, idem is not None, deadline)
             if isinstance(reply, Unavailable):
                 return reply

@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 from quota import keys
 from quota.ledger import Ledger, LedgerRow
 from quota.script import AnyRedis
+from strictgate.timestamps import utc_z
 
 FlushHook = Callable[[str], None]
 """Called with a step name after each step (``replay_written``, ``replay_deleted``,
@@ -132,7 +133,7 @@ async def flush_usage(
     ledger = Ledger(ledger_path)
     async with _ledger_lock(ledger.path, lock_timeout_s):
         await asyncio.to_thread(ledger.repair_tail)
-        flushed_at = clock().astimezone(UTC).isoformat(timespec="milliseconds")
+        flushed_at = utc_z(clock())
 
         # 1. replay what a crashed flush left behind
         left: list[tuple[str, str, str, str]] = []

@@ -36,7 +36,7 @@ def user_tag(user_id: str) -> str:
     return "{" + check_id(user_id) + "}"
 
 
-# --- quota (layout fixed by DESIGN.md) ------------------------------------------------------
+# --- quota (a fixed layout: tools outside the service read these keys) -------------------
 
 def quota_limit_key(user_id: str) -> str:
     """``quota_limit:datasets:{<user_id>}``: int, -1 unlimited."""
@@ -137,3 +137,11 @@ def registry_generation_key() -> str:
 
 
 REGISTRY_CHANNEL = "strictgate:registry"
+
+
+# --- dialects ---------------------------------------------------------------------------------
+
+def open_services_key(project_id: str) -> str:
+    """Set of the ``service`` names an open project (Operyn's open mode,
+    ``STRICTGATE_OPEN_PROJECT``) has taken events from; it holds a bounded number."""
+    return f"open:services:{project_tag(project_id)}"

@@ -40,8 +40,11 @@ def pack(command: Sequence[Arg]) -> bytes:
             data = arg.encode()
         elif isinstance(arg, int):
             data = b"%d" % arg
-        else:
+        elif isinstance(arg, float):
             data = repr(arg).encode()
+        else:
+            # refused, not stringified: a wrong value would reach the queue as its repr
+            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
         parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
 

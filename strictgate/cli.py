@@ -9,16 +9,16 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from lake.cli import register as register_lake
 from quota.cli import register as register_quota
-from registry.cli import register as register_registry
 from strictgate.cli_redis import NoRedisError
 from strictgate.datadir import DataDirError
 from strictgate.embedded import EmbeddedServerError
+from strictgate.lake.cli import register as register_lake
 from strictgate.malloc import limit_malloc_arenas, reexec_with_arena_cap
+from strictgate.registry.cli import register as register_registry
 from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
-from worker.cli import register as register_worker
+from strictgate.worker.cli import register as register_worker
 
 DESCRIPTION = (
     "Self-hosted ingest gateway: strict per-dataset JSON validation, exact monthly quotas, "

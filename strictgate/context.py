@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from quota.admission import QuotaService
-    from registry.apikeys import KeyService
-    from registry.store import Registry
+    from strictgate.registry.apikeys import KeyService
+    from strictgate.registry.store import Registry
 
 
 def utc_now() -> datetime:

@@ -13,9 +13,10 @@ import dataclasses
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from strictgate.redis_health import client_where, is_connection_problem
+from strictgate.unavailable import REDIS_FAILURES
 
 log = logging.getLogger("strictgate.durability")
 
@@ -109,7 +110,7 @@ class DurabilityReport:
         unreachable server keeps the last known state (its outage is logged elsewhere)."""
         try:
             found = await probe(self._client, self._timeout_s, embedded=self._embedded)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             if not is_connection_problem(exc):
                 found = _unknown(client_where(self._client), f"{type(exc).__name__}: {exc}")
             else:

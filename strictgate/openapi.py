@@ -1,8 +1,18 @@
-"""The OpenAPI 3.1 document of the whole HTTP API and a self-contained docs page."""
+"""The OpenAPI 3.1 document of the whole HTTP API: the Loguro dataset ingest routes, the
+Operyn event routes, the records API, the admin API and the operational endpoints.
+
+Request and response examples are the Loguro and Operyn docs' own bodies, so the rendered
+reference (``/api``, ``/reference``) shows what those APIs' users already know. Every
+response documents the headers it carries (``X-Request-Id`` on all of them).
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+import schemas
+from validator import compile_dataset
 
 Schema = dict[str, Any]
 
@@ -48,58 +58,315 @@ RECORD: Schema = {
 }
 ID_PARAM_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
+# --- the Loguro docs' examples (dataset 13 of its Dataset Ingest API) -----------------------
+
+LOGURO_RECORD: Schema = {
+    "timestamp": "2026-06-10T10:58:00Z",
+    "context": {"source": "billing-service", "request_id": "req_123"},
+    "country": "RO", "plan": "pro", "amount": 42.5, "active": True,
+    "signup_at": "2026-06-01T08:00:00Z",
+}
+LOGURO_BATCH: list[Schema] = [
+    {"timestamp": "2026-06-10T11:00:00Z", "context": {"source": "billing-service"},
+     "country": "RO", "plan": "pro", "amount": 20, "active": True,
+     "signup_at": "2026-06-01T08:00:00Z"},
+    {"timestamp": "2026-06-10T11:01:00Z", "context": {"source": "billing-service"},
+     "country": "US", "plan": "free", "amount": 5, "active": False,
+     "signup_at": "2026-06-02T08:00:00Z"},
+]
+_LOGURO_INVALID: Schema = {
+    "success": False, "error": "Invalid number field: amount",
+    "errors": [{"code": "invalid_number", "field": "amount",
+                "message": "Invalid number field: amount"}],
+    "error_count": 1, "errors_omitted": 0,
+}
+_LOGURO_OVER_QUOTA: Schema = {
+    "success": False, "error": "Monthly dataset quota exceeded",
+    "errors": [{"code": "quota_exceeded", "field": None,
+                "message": "Monthly dataset quota exceeded"}],
+    "quota": {"limit": 1000, "used": 1000, "requested": 2, "remaining": 0,
+              "period": "2026-06", "resets_at": "2026-07-01T00:00:00Z"},
+}
+
+# --- the Operyn docs' examples --------------------------------------------------------------
+
+OPERYN_LOG: Schema = {
+    "service": "api-gateway", "level": "error",
+    "message": "Upstream timeout connecting to auth-service", "traceId": "abc-123-def",
+    "metadata": {"region": "us-east-1", "env": "prod", "team": "platform"},
+}
+OPERYN_LOG_BATCH: list[Schema] = [
+    {"service": "billing-service", "level": "error", "message": "Payment failed for customer 42"},
+    {"service": "billing-service", "level": "warn",
+     "message": "Retry attempt 3 for payment gateway"},
+]
+OPERYN_METRIC: Schema = {
+    "service": "api-gateway", "name": "request_latency_p99", "value": 2.34, "unit": "seconds",
+    "labels": {"region": "us-east-1", "env": "prod", "endpoint": "/api/v1/users"},
+}
+OPERYN_METRIC_BATCH: list[Schema] = [
+    OPERYN_METRIC,
+    {"service": "api-gateway", "name": "http_5xx_rate", "value": 0.5, "unit": "percent",
+     "timestamp": "2026-06-10T10:58:00Z", "labels": {"region": "us-east-1", "env": "prod"}},
+]
+OPERYN_DEPLOYMENT: Schema = {
+    "service": "payment-service", "version": "v2.0.1", "environment": "production",
+    "gitHash": "a1b2c3d4", "metadata": {"deployedBy": "jenkins", "deployId": "job-123"},
+}
+OPERYN_DEPLOYMENT_BATCH: list[Schema] = [
+    OPERYN_DEPLOYMENT,
+    {"service": "billing-service", "version": "v1.4.0", "environment": "staging",
+     "timestamp": "2026-06-10T09:00:00Z"},
+]
+# The Operyn docs' answers. Their deployment id ("c1a2b3c4-d5e6-4f7g-...") is not a UUID,
+# which ours always are: that example gets a real one.
+_OPERYN_IDS = {"log": "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+               "metric": "e23f8a1c-9b4d-4e7f-8a2b-1c3d4e5f6a7b",
+               "deployment": "c1a2b3c4-d5e6-4f70-8a9b-0c1d2e3f4a5b"}
+
+OPERYN_EVENTS: dict[str, tuple[str, Schema, list[Schema]]] = {
+    # dataset: (event name in messages, one event, a batch)
+    "logs": ("log", OPERYN_LOG, OPERYN_LOG_BATCH),
+    "metrics": ("metric", OPERYN_METRIC, OPERYN_METRIC_BATCH),
+    "deployments": ("deployment", OPERYN_DEPLOYMENT, OPERYN_DEPLOYMENT_BATCH),
+}
+
+def _builtin_event(dataset: str, description: str) -> Schema:
+    """The JSON Schema of a built-in Operyn dataset, compiled from its definition (the one
+    place its fields are written down: ``schemas/builtin/``)."""
+    schema: Schema = copy.deepcopy(compile_dataset(schemas.builtin(dataset)).json_schema)
+    schema.pop("$schema", None)
+    # what trimming means for a request: blank is as empty
+    schema["properties"]["service"]["pattern"] = r"\S"
+    schema["description"] = description + (
+        " Unknown fields and `id` are refused (Operyn strips unknown fields); `service` is"
+        " trimmed, and empty after trimming is an error; `timestamp` defaults to the"
+        " server's receipt time.")
+    return schema
+
+
+OPERYN_LOG_EVENT = _builtin_event("logs", "One log event.")
+OPERYN_METRIC_EVENT = _builtin_event("metrics", "One metric data point.")
+OPERYN_DEPLOYMENT_EVENT = _builtin_event(
+    "deployments", "One deployment, to correlate with later incidents.")
+OPERYN_QUEUED: Schema = {
+    "type": "object", "required": ["id", "queued"],
+    "properties": {"id": {"type": "string", "format": "uuid",
+                          "description": "The event's id, stored with it"},
+                   "queued": {"const": True}},
+}
+OPERYN_ACCEPTED: Schema = {
+    "type": "object", "required": ["accepted"],
+    "properties": {"accepted": {"type": "integer", "minimum": 1,
+                                "description": "Events validated, counted and queued"}},
+}
+OPERYN_ERROR: Schema = {
+    "type": "object",
+    "description": "Operyn's error body. Besides `statusCode` and `message`, strictgate's "
+                   "own details where it has them: `errors` (the same items as on the "
+                   "Loguro routes, with `index` in a batch), `quota` on a 429.",
+    "required": ["statusCode", "message"],
+    "properties": {
+        "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
+        "message": {"type": "string"},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorItem"}},
+        "error_count": {"type": "integer"},
+        "errors_omitted": {"type": "integer"},
+        "quota": {"$ref": "#/components/schemas/QuotaDetails"},
+    },
+}
+
+# --- response headers -------------------------------------------------------------------------
+
+HEADERS: dict[str, Schema] = {
+    "X-Request-Id": {
+        "description": "The request's id: the client's `X-Request-Id` when valid (visible "
+                       "ASCII, at most 200 characters), else a fresh one. Stored with the "
+                       "records as `__traceId`.",
+        "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "X-Quota-Limit": {
+        "description": "The key's user's monthly record limit (-1: unlimited)",
+        "required": True, "schema": {"type": "integer", "minimum": -1},
+    },
+    "X-Quota-Remaining": {
+        "description": "Records left this month after this request (-1: unlimited)",
+        "required": True, "schema": {"type": "integer", "minimum": -1},
+    },
+    "X-Quota-Reset": {
+        "description": "When the month's count starts again (UTC)",
+        "required": True, "schema": {"type": "string", "format": "date-time"},
+    },
+    "Idempotent-Replayed": {
+        "description": "Present when this is the first answer to the same `Idempotency-Key` "
+                       "and body again: nothing was counted or queued this time",
+        "required": False, "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "required": True, "schema": {"type": "integer", "minimum": 1},
+    },
+}
+_QUOTA_HEADERS = ("X-Quota-Limit", "X-Quota-Remaining", "X-Quota-Reset")
+
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: Schema) -> Schema:
-    return {"content": {"application/json": {"schema": schema}}}
+def _json(schema: Schema, example: Any = None) -> Schema:
+    media: Schema = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"content": {"application/json": media}}
 
 
-def _errors(*statuses: int) -> dict[str, Schema]:
-    text = {
-        400: "Bad request body, id or record", 401: "Missing or invalid credentials",
-        404: "Not found", 413: "Body too large", 415: "Unsupported content type or encoding",
-        409: "Concurrent update conflict (retry)", 422: "Idempotency conflict",
-        429: "Monthly quota exceeded",
-        503: "Redis unavailable (retry after Retry-After seconds)",
-    }
-    return {str(s): {"description": text[s], **_json(_ref("Error"))} for s in statuses}
+def _headers(*names: str) -> Schema:
+    return {"headers": {name: {"$ref": f"#/components/headers/{name}"} for name in names}}
 
 
-def _path_param(name: str) -> Schema:
-    return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "pattern": ID_PARAM_PATTERN}}
+_ERROR_TEXT = {
+    400: "Bad request body, id or record", 401: "Missing or invalid credentials",
+    403: "Forbidden", 404: "Not found", 409: "Conflict",
+    413: "Body too large", 415: "Unsupported content type or encoding",
+    422: "Idempotency conflict: the key was used with another body",
+    429: "Monthly quota exceeded (retry after Retry-After seconds)",
+    503: "Unavailable: Redis, or a full queue (retry after Retry-After seconds)",
+}
 
 
+def _error_headers(status: int) -> Schema:
+    if status == 429:
+        return _headers("Retry-After", *_QUOTA_HEADERS)
+    if status == 503:
+        return _headers("Retry-After")
+    return {}
+
+
+def _errors(*statuses: int, schema: str = "Error", examples: dict[int, Any] | None = None,
+            text: dict[int, str] | None = None) -> dict[str, Schema]:
+    examples = examples or {}
+    text = {**_ERROR_TEXT, **(text or {})}
+    return {str(s): {"description": text[s], **_error_headers(s),
+                     **_json(_ref(schema), examples.get(s))} for s in statuses}
+
+
+def _path_param(name: str, example: str | None = None) -> Schema:
+    param: Schema = {"name": name, "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": ID_PARAM_PATTERN}}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def _header_param(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "header", "required": False, "schema": schema,
+            "description": description}
+
+
+_REQUEST_ID_PARAM = _header_param(
+    "X-Request-Id", {"type": "string", "maxLength": 200},
+    "Your id for this request (visible ASCII): echoed back and stored as `__traceId`")
+_IDEMPOTENCY_PARAM = _header_param(
+    "Idempotency-Key", {"type": "string", "maxLength": 200},
+    "Makes a retry safe: the same key and body answer the first answer again "
+    "(Idempotent-Replayed: true) without counting; the same key with another body is a 422")
 _INGEST_HEADERS = [
-    {"name": "X-Request-Id", "in": "header", "required": False,
-     "schema": {"type": "string", "maxLength": 200}},
-    {"name": "X-Loguro-Dataset-Id", "in": "header", "required": False,
-     "schema": {"type": "string", "pattern": ID_PARAM_PATTERN}},
-    {"name": "Idempotency-Key", "in": "header", "required": False,
-     "schema": {"type": "string", "maxLength": 200}},
+    _REQUEST_ID_PARAM,
+    _header_param("X-Loguro-Dataset-Id", {"type": "string", "pattern": ID_PARAM_PATTERN},
+                  "The dataset, for clients that cannot put it in the URL"),
+    _IDEMPOTENCY_PARAM,
 ]
+
+_ACCEPTED_HEADERS = _headers(*_QUOTA_HEADERS, "Idempotent-Replayed")
 
 
 def _ingest_op(batch: bool, with_path: bool) -> Schema:
     body = {"type": "array", "minItems": 1, "items": _ref("Record")} if batch else _ref("Record")
     ok: Schema = {"type": "object", "required": ["success", "status"],
                   "properties": {"success": {"const": True}, "status": {"const": "queued"}}}
+    ok_example: Schema = {"success": True, "status": "queued"}
     if batch:
         ok["required"] = ["success", "count", "status"]
         ok["properties"]["count"] = {"type": "integer", "minimum": 1}
-    params = ([_path_param("dataset_id")] if with_path else []) + _INGEST_HEADERS
+        ok_example = {"success": True, "count": 2, "status": "queued"}
+    params = ([_path_param("dataset_id", "13")] if with_path else []) + _INGEST_HEADERS
+    name = ("Batch" if batch else "Record") + ("" if with_path else "Legacy")
     return {
+        "tags": ["Loguro dataset ingest"],
+        "operationId": f"ingest{name}",
         "summary": ("Ingest a batch of records" if batch else "Ingest one record")
         + ("" if with_path else " (legacy: dataset `default` or X-Loguro-Dataset-Id)"),
+        "description": (
+            "Every record is checked strictly against the dataset's definition, counted "
+            "against the key's user's monthly quota and queued, all or nothing. "
+            + ("An array of raw record objects." if batch else "One raw record object.")),
         "security": [{"projectKey": []}],
         "parameters": params,
-        "requestBody": {"required": True, **_json(body)},
+        "requestBody": {"required": True,
+                        **_json(body, LOGURO_BATCH if batch else LOGURO_RECORD)},
         "responses": {
-            "202": {"description": "Validated, counted and queued", **_json(ok)},
-            **_errors(400, 401, 404, 413, 415, 422, 429, 503),
+            "202": {"description": "Validated, counted and queued", **_ACCEPTED_HEADERS,
+                    **_json(ok, ok_example)},
+            **_errors(400, 401, 404, 413, 415, 422, 429, 503,
+                      examples={400: _LOGURO_INVALID, 429: _LOGURO_OVER_QUOTA}),
+        },
+    }
+
+
+def _operyn_op(dataset: str, batch: bool) -> Schema:
+    kind, one, many = OPERYN_EVENTS[dataset]
+    event = _ref(f"Operyn{kind.capitalize()}Event")
+    if batch:
+        body: Schema = {"type": "array", "minItems": 1, "items": event}
+        ok = {"description": "All the events validated, counted and queued",
+              **_ACCEPTED_HEADERS, **_json(_ref("OperynAccepted"), {"accepted": len(many)})}
+    else:
+        body = event
+        ok = {"description": "Validated, counted and queued", **_ACCEPTED_HEADERS,
+              **_json(_ref("OperynQueued"), {"id": _OPERYN_IDS[kind], "queued": True})}
+    invalid = {"statusCode": 400,
+               "message": f"Invalid {kind} event: [1] service: Missing field: service"
+               if batch else f"Invalid {kind} event: service: Missing field: service",
+               "errors": [{**({"index": 1} if batch else {}), "code": "missing_field",
+                           "field": "service", "message": "Missing field: service"}],
+               "error_count": 1, "errors_omitted": 0}
+    examples = {
+        400: invalid,
+        401: {"statusCode": 401, "message": "Invalid or missing API key"},
+        403: {"statusCode": 403, "message": "Organization does not match API key"},
+        429: {"statusCode": 429, "message": "Monthly dataset quota exceeded",
+              "errors": _LOGURO_OVER_QUOTA["errors"], "quota": _LOGURO_OVER_QUOTA["quota"]},
+    }
+    article = "an" if kind[0] in "aeiou" else "a"
+    return {
+        "tags": ["Operyn events"],
+        "operationId": f"operyn{kind.capitalize()}{'Batch' if batch else ''}",
+        "summary": (f"Ingest a batch of {kind} events" if batch
+                    else f"Ingest {article} {kind} event"),
+        "description": (
+            f"Writes to the project's `{dataset}` dataset (built in; a project may register "
+            f"its own stricter definition of `{dataset}`). "
+            + ("An array of events, all or nothing: an error names the event's index. "
+               if batch else "")
+            + "The key goes in `x-api-key` (or `Authorization: Bearer`); without one, only "
+              "when the server runs in open mode (`STRICTGATE_OPEN_PROJECT`)."),
+        "security": [{"operynApiKey": []}, {"projectKey": []}, {}],
+        "parameters": [
+            _header_param("x-organization-id", {"type": "string"},
+                          "The project (organization) the key belongs to: when sent, it must "
+                          "be the key's project (else 403)"),
+            _REQUEST_ID_PARAM, _IDEMPOTENCY_PARAM,
+        ],
+        "requestBody": {"required": True, **_json(body, many if batch else one)},
+        "responses": {
+            "202": ok,
+            **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503, schema="OperynError",
+                      examples=examples, text={
+                          403: "x-organization-id is not the key's project (or, in open "
+                               "mode, the event names a sixth service)",
+                          409: f"The project's own definition of `{dataset}` is not an "
+                               "event dataset"}),
         },
     }
 
@@ -113,7 +380,7 @@ STORED_RECORD: Schema = {
         "timestamp": {"type": "string", "format": "date-time"},
         "context": {"type": "object"},
         "__traceId": {"type": "string", "description": "the ingest request's X-Request-Id"},
-        "__datasetVersion": {"type": "integer", "minimum": 1},
+        "__datasetVersion": {"type": "integer", "minimum": 0},
         "__receivedAt": {"type": "string", "format": "date-time",
                          "description": "when the API received it (UTC, milliseconds)"},
         "__entryId": {"type": "string", "description": "the queue entry that carried it"},
@@ -136,7 +403,12 @@ def _read_op() -> Schema:
             "properties": {"success": {"const": True},
                            "records": {"type": "array", "items": _ref("StoredRecord")},
                            "next_cursor": {"type": ["string", "null"]}}}
+    stored = {**LOGURO_RECORD, "__traceId": "req_123", "__datasetVersion": 1,
+              "__receivedAt": "2026-06-10T10:58:00.265Z",
+              "__entryId": "alice/1781089080265-0"}
     return {
+        "tags": ["Records"],
+        "operationId": "readRecords",
         "summary": "Read a dataset's records in receipt order (pages with a cursor)",
         "description": (
             "Records of the key's project only. Any other query parameter, a repeated one "
@@ -146,7 +418,7 @@ def _read_op() -> Schema:
             "last page)."),
         "security": [{"projectKey": []}],
         "parameters": [
-            _path_param("dataset_id"),
+            _path_param("dataset_id", "13"),
             _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
                                    "default": 100}, "records per page"),
             _query_param("cursor", {"type": "string"},
@@ -155,7 +427,7 @@ def _read_op() -> Schema:
                          "__receivedAt at or after this (RFC 3339, or a UTC day YYYY-MM-DD)"),
             _query_param("to", _DATE_OR_TIME,
                          "__receivedAt before this (a day YYYY-MM-DD includes that day)"),
-            _query_param("version", {"type": "integer", "minimum": 1},
+            _query_param("version", {"type": "integer", "minimum": 0},
                          "only records of this definition version"),
             {"name": "Accept", "in": "header", "required": False,
              "schema": {"type": "string",
@@ -168,7 +440,10 @@ def _read_op() -> Schema:
                     "description": "NDJSON answers only: the next page's cursor",
                     "schema": {"type": "string"}}},
                 "content": {
-                    "application/json": {"schema": page},
+                    "application/json": {
+                        "schema": page,
+                        "example": {"success": True, "records": [stored],
+                                    "next_cursor": None}},
                     "application/x-ndjson": {"schema": _ref("StoredRecord")},
                 },
             },
@@ -176,14 +451,16 @@ def _read_op() -> Schema:
             "501": {"description": "Not available with STRICTGATE_SINK=jsonl",
                     **_json(_ref("Error"))},
             "503": {"description": "Redis or the lake cannot be read (retry after Retry-After "
-                                   "seconds)", **_json(_ref("Error"))},
+                                   "seconds)", **_headers("Retry-After"), **_json(_ref("Error"))},
         },
     }
 
 
-def _admin(summary: str, ok: str, ok_schema: Schema, *errors: int, body: Schema | None = None,
-           params: list[Schema] | None = None, created: bool = False) -> Schema:
+def _admin(operation_id: str, summary: str, ok: str, ok_schema: Schema, *errors: int,
+           body: Schema | None = None, params: list[Schema] | None = None,
+           created: bool = False, example: Any = None) -> Schema:
     op: Schema = {
+        "tags": ["Admin"], "operationId": operation_id,
         "summary": summary, "security": [{"adminToken": []}],
         "parameters": params or [],
         "responses": {ok: {"description": "OK", **_json(ok_schema)}, **_errors(401, *errors)},
@@ -191,7 +468,7 @@ def _admin(summary: str, ok: str, ok_schema: Schema, *errors: int, body: Schema 
     if created:
         op["responses"]["201"] = {"description": "Created", **_json(ok_schema)}
     if body is not None:
-        op["requestBody"] = {"required": True, **_json(body)}
+        op["requestBody"] = {"required": True, **_json(body, example)}
         # every admin body is read under a size cap
         op["responses"].update(_errors(413))
     return op
@@ -199,112 +476,151 @@ def _admin(summary: str, ok: str, ok_schema: Schema, *errors: int, body: Schema 
 
 OBJ: Schema = {"type": "object"}
 
+DESCRIPTION = """\
+Strict dataset ingest with exact monthly quotas. Two public ingest APIs are spoken:
+
+- **Loguro dataset ingest** (`/datasets/...`): records checked strictly against the
+  dataset's registered definition; the project API key as `Authorization: Bearer`.
+- **Operyn events** (`/events/...`): log, metric and deployment events into the project's
+  built-in `logs`, `metrics` and `deployments` datasets; the key in `x-api-key`.
+
+Every 2xx of an ingest route carries `X-Quota-Limit`, `X-Quota-Remaining` and
+`X-Quota-Reset`; over quota is a 429 with `Retry-After`. Every answer carries
+`X-Request-Id`. Send `Idempotency-Key` to make retries safe.
+
+Raw document: [/openapi.json](openapi.json) · Swagger UI: [/api](api) ·
+reference: [/reference](reference).
+"""
+
+TAGS = [
+    {"name": "Loguro dataset ingest",
+     "description": "The Loguro Dataset Ingest API: one record or a batch into a dataset"},
+    {"name": "Operyn events",
+     "description": "The Operyn ingestion API: logs, metrics and deployments"},
+    {"name": "Records", "description": "Reading a dataset back from the lake"},
+    {"name": "Admin", "description": "Datasets, API keys and quotas (admin token)"},
+    {"name": "Operations", "description": "Health, readiness and metrics"},
+]
+
 
 def openapi_document() -> Schema:
-    """The OpenAPI 3.1 document."""
-    project = _path_param("project_id")
-    dataset = _path_param("dataset_id")
-    user = _path_param("user_id")
+    """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
+    project = _path_param("project_id", "demo")
+    dataset = _path_param("dataset_id", "13")
+    user = _path_param("user_id", "alice")
     key = _path_param("key_id")
     version = {"name": "n", "in": "path", "required": True,
-               "schema": {"type": "integer", "minimum": 1}}
+               "schema": {"type": "integer", "minimum": 0}}
     ds = "/admin/projects/{project_id}/datasets/{dataset_id}"
     quota_body = {"type": "object", "required": ["monthly_limit"], "additionalProperties": False,
                   "properties": {"monthly_limit": {"type": "integer", "minimum": -1}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "strictgate", "version": "0.1.0",
-                 "description": "Strict dataset ingest with exact monthly quotas."},
-        "paths": {
-            "/datasets/{dataset_id}": {"post": _ingest_op(False, True)},
-            "/datasets/{dataset_id}/batch": {"post": _ingest_op(True, True)},
-            "/datasets": {"post": _ingest_op(False, False)},
-            "/datasets/batch": {"post": _ingest_op(True, False)},
-            "/datasets/{dataset_id}/records": {"get": _read_op()},
-            ds: {
-                "put": _admin("Create (201) or update (200) a dataset definition", "200", OBJ,
-                              400, 409, 503, created=True,
-                              body=OBJ, params=[project, dataset, {
-                                  "name": "dry_run", "in": "query", "required": False,
-                                  "schema": {"type": "boolean"}}]),
-                "get": _admin("Latest definition", "200", OBJ, 400, 404, params=[project, dataset]),
-                "delete": _admin("Delete a dataset", "200", OBJ, 400, 404,
-                                 params=[project, dataset]),
-            },
-            ds + "/versions/{n}": {
-                "get": _admin("One version of a definition", "200", OBJ, 400, 404,
-                              params=[project, dataset, version]),
-            },
-            "/admin/projects/{project_id}/datasets": {
-                "get": _admin("List datasets", "200", OBJ, 400, params=[project]),
-            },
-            "/admin/projects/{project_id}/keys": {
-                "post": _admin("Create a project API key", "201", {
-                    "type": "object", "required": ["key_id", "api_key"],
-                    "properties": {"key_id": {"type": "string"}, "api_key": {"type": "string"}},
-                }, 400, body={"type": "object", "required": ["user_id"],
-                              "properties": {"user_id": {"type": "string"}}}, params=[project]),
-                "get": _admin("List keys (no secrets)", "200", OBJ, 400, params=[project]),
-            },
-            "/admin/projects/{project_id}/keys/{key_id}": {
-                "delete": _admin("Revoke a key", "200", OBJ, 400, 404, params=[project, key]),
-            },
-            "/admin/users/{user_id}/quota": {
-                "put": _admin("Set the monthly limit", "200", OBJ, 400, body=quota_body,
-                              params=[user]),
-                "get": _admin("Get the monthly limit", "200", OBJ, 400, params=[user]),
-            },
-            "/admin/users/{user_id}/usage": {
-                "get": _admin("Usage of a month", "200", OBJ, 400, params=[user, {
-                    "name": "period", "in": "query", "required": False,
-                    "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}]),
-            },
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {
-                "description": "alive", **_json(OBJ)}}}},
-            "/readyz": {"get": {"summary": "Readiness (Redis and registry)", "responses": {
+    definition_example = {"description": "The billing dataset (Loguro dataset 13).",
+                          "fields": {"country": "string", "plan": "string", "amount": "number",
+                                     "active": "boolean", "signup_at": "timestamp"}}
+    paths: Schema = {
+        "/datasets/{dataset_id}": {"post": _ingest_op(False, True)},
+        "/datasets/{dataset_id}/batch": {"post": _ingest_op(True, True)},
+        "/datasets": {"post": _ingest_op(False, False)},
+        "/datasets/batch": {"post": _ingest_op(True, False)},
+        "/datasets/{dataset_id}/records": {"get": _read_op()},
+    }
+    for name in OPERYN_EVENTS:
+        paths[f"/events/{name}"] = {"post": _operyn_op(name, False)}
+        paths[f"/events/{name}/batch"] = {"post": _operyn_op(name, True)}
+    paths.update({
+        ds: {
+            "put": _admin("putDataset", "Create (201) or update (200) a dataset definition",
+                          "200", OBJ, 400, 409, 503, created=True, body=OBJ,
+                          example=definition_example, params=[project, dataset, {
+                              "name": "dry_run", "in": "query", "required": False,
+                              "schema": {"type": "boolean"}}]),
+            "get": _admin("getDataset", "Latest definition", "200", OBJ, 400, 404,
+                          params=[project, dataset]),
+            "delete": _admin("deleteDataset", "Delete a dataset", "200", OBJ, 400, 404,
+                             params=[project, dataset]),
+        },
+        ds + "/versions/{n}": {
+            "get": _admin("getDatasetVersion", "One version of a definition", "200", OBJ, 400,
+                          404, params=[project, dataset, version]),
+        },
+        "/admin/projects/{project_id}/datasets": {
+            "get": _admin("listDatasets", "List datasets", "200", OBJ, 400, params=[project]),
+        },
+        "/admin/projects/{project_id}/keys": {
+            "post": _admin("createKey", "Create a project API key", "201", {
+                "type": "object", "required": ["key_id", "api_key"],
+                "properties": {"key_id": {"type": "string"}, "api_key": {"type": "string"}},
+            }, 400, body={"type": "object", "required": ["user_id"],
+                          "properties": {"user_id": {"type": "string"}}},
+                example={"user_id": "alice"}, params=[project]),
+            "get": _admin("listKeys", "List keys (no secrets)", "200", OBJ, 400,
+                          params=[project]),
+        },
+        "/admin/projects/{project_id}/keys/{key_id}": {
+            "delete": _admin("revokeKey", "Revoke a key", "200", OBJ, 400, 404,
+                             params=[project, key]),
+        },
+        "/admin/users/{user_id}/quota": {
+            "put": _admin("setQuota", "Set the monthly limit", "200", OBJ, 400,
+                          body=quota_body, example={"monthly_limit": 1000}, params=[user]),
+            "get": _admin("getQuota", "Get the monthly limit", "200", OBJ, 400, params=[user]),
+        },
+        "/admin/users/{user_id}/usage": {
+            "get": _admin("getUsage", "Usage of a month", "200", OBJ, 400, params=[user, {
+                "name": "period", "in": "query", "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}]),
+        },
+        "/healthz": {"get": {
+            "tags": ["Operations"], "operationId": "healthz", "summary": "Liveness",
+            "responses": {"200": {"description": "alive", **_json(OBJ, {"status": "ok"})}}}},
+        "/readyz": {"get": {
+            "tags": ["Operations"], "operationId": "readyz",
+            "summary": "Readiness (Redis, registry and the output sink)", "responses": {
                 "200": {"description": "ready", **_json(OBJ)},
-                "503": {"description": "not ready", **_json(_ref("Error"))}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "503": {"description": "not ready", **_headers("Retry-After"),
+                        **_json(_ref("Error"))}}}},
+        "/metrics": {"get": {
+            "tags": ["Operations"], "operationId": "metrics",
+            "summary": "Prometheus metrics", "responses": {"200": {
                 "description": "text exposition format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        },
+    })
+    _add_request_id(paths)
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {"title": "strictgate", "version": "0.1.0", "description": DESCRIPTION},
+        "tags": TAGS,
+        "paths": paths,
         "components": {
-            "schemas": {"Error": ERROR_BODY, "ErrorItem": ERROR_ITEM,
-                        "QuotaDetails": QUOTA_DETAILS, "Record": RECORD,
-                        "StoredRecord": STORED_RECORD},
+            "schemas": {
+                "Error": ERROR_BODY, "ErrorItem": ERROR_ITEM, "QuotaDetails": QUOTA_DETAILS,
+                "Record": RECORD, "StoredRecord": STORED_RECORD,
+                "OperynLogEvent": OPERYN_LOG_EVENT, "OperynMetricEvent": OPERYN_METRIC_EVENT,
+                "OperynDeploymentEvent": OPERYN_DEPLOYMENT_EVENT,
+                "OperynQueued": OPERYN_QUEUED, "OperynAccepted": OPERYN_ACCEPTED,
+                "OperynError": OPERYN_ERROR,
+            },
+            "headers": HEADERS,
             "securitySchemes": {
-                "projectKey": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "adminToken": {"type": "http", "scheme": "bearer"},
+                "projectKey": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                               "description": "A project API key (POST "
+                                              "/admin/projects/{project_id}/keys)"},
+                "operynApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                                 "description": "The same project API key, as Operyn "
+                                                "clients send it"},
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "The admin token (STRICTGATE_ADMIN_TOKEN, or "
+                                              "<data dir>/admin-token)"},
             },
         },
-    }
+    })
 
 
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>strictgate API</title>
-<style>body{font:14px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
-h2{border-bottom:1px solid #ccc}code,pre{background:#f5f5f5;padding:2px 4px}
-.m{font-weight:bold;text-transform:uppercase;display:inline-block;width:4.5em}
-pre{white-space:pre-wrap;font-size:12px}</style></head>
-<body><h1>strictgate API</h1><p>Rendered from <a href="/openapi.json">/openapi.json</a>.</p>
-<div id="ops">Loading…</div>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const out = document.getElementById('ops'); out.textContent = '';
-  for (const [path, ops] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(ops)) {
-      const sec = document.createElement('section');
-      const h = document.createElement('h2');
-      const m = document.createElement('span'); m.className = 'm'; m.textContent = method;
-      const c = document.createElement('code'); c.textContent = path;
-      h.append(m, c); sec.append(h);
-      const p = document.createElement('p'); p.textContent = op.summary || ''; sec.append(p);
-      const pre = document.createElement('pre');
-      pre.textContent = JSON.stringify({parameters: op.parameters, requestBody: op.requestBody,
-        responses: op.responses}, null, 1);
-      sec.append(pre); out.append(sec);
-    }
-  }
-});
-</script></body></html>
-"""
+def _add_request_id(paths: Schema) -> None:
+    """Every answer carries X-Request-Id: say so on every documented response."""
+    for operations in paths.values():
+        for operation in operations.values():
+            for response in operation["responses"].values():
+                # a new dict: response headers may be shared between operations
+                response["headers"] = {**response.get("headers", {}), "X-Request-Id": {
+                    "$ref": "#/components/headers/X-Request-Id"}}

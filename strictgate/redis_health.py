@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from strictgate.unavailable import REDIS_FAILURES
 
 log = logging.getLogger("strictgate.redis")
 
@@ -96,7 +97,7 @@ async def check(client: aioredis.Redis, timeout_s: float) -> bool:
     health = health_of(client)
     try:
         await asyncio.wait_for(client.ping(), timeout_s)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except REDIS_FAILURES as exc:
         if is_connection_problem(exc):
             health.failed(exc)
         else:  # it answered, with an error (e.g. LOADING): reachable, not ready

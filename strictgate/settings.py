@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from quota.keys import ID_PATTERN
 from strictgate.redact import redacted
 
 
@@ -64,6 +65,9 @@ class Settings:
     max_queue_records: int = 5_000_000
     # How long old lake snapshots are kept (time travel) before compaction expires them.
     lake_snapshot_retention_s: float = 7 * 86400.0
+    # Operyn's open mode, for local development: requests without an API key go to this
+    # project (user "anonymous", at most OPEN_PROJECT_SERVICES services). None: keys required.
+    open_project: str | None = None
 
     @property
     def redis_deadline_s(self) -> float:
@@ -95,6 +99,7 @@ _ENV: dict[str, str] = {
     "STRICTGATE_LAKE_DATA_PATH": "lake_data_path",
     "STRICTGATE_MAX_QUEUE_RECORDS": "max_queue_records",
     "STRICTGATE_LAKE_SNAPSHOT_RETENTION_S": "lake_snapshot_retention_s",
+    "STRICTGATE_OPEN_PROJECT": "open_project",
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_ENV)
@@ -254,6 +259,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, 1)
         elif field == "lake_snapshot_retention_s":
             values[field] = _parse_float(name, raw, 0.0, 10 * 365 * 86400.0)
+        elif field == "open_project":
+            if not ID_PATTERN.match(raw):
+                raise SettingsError(f"{name} must be a project id (letters, digits, '_', '-', "
+                                    f"'.'), got {raw[:40]!r}")
+            values[field] = raw
         elif field == "data_dir":
             values[field] = Path(raw)
         elif field in ("header_timeout_s", "keepalive_timeout_s"):

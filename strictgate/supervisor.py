@@ -14,9 +14,9 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from strictgate.embedded import EmbeddedServer, exit_description
+from strictgate.unavailable import REDIS_FAILURES
 
 log = logging.getLogger("strictgate.embedded")
 
@@ -106,7 +106,7 @@ class Supervisor:
                     return exit_description(proc.returncode)
                 # bounded per try: something else listening on the port (the reason the new
                 # process may be exiting) must not hold this loop up
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                with contextlib.suppress(*REDIS_FAILURES):
                     if await asyncio.wait_for(client.ping(), PING_TIMEOUT_S):
                         return None
                 await asyncio.sleep(0.02)

@@ -307,7 +307,7 @@ def _field_case(keyword: str, ident: str, desc: str, schema: Any, data: Any,
     try:
         if valid and _outside_int64(data):
             raise Outside("instance holds an integer beyond int64, which the language "
-                          "rejects by design (DESIGN.md: Numbers)")
+                          "rejects by design (integers are int64: see the README)")
         if keyword == "format" and isinstance(schema, dict):
             fmt = schema.get("format")
             if fmt not in FORMATS:

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from app import create_app
 from strictgate.settings import load_settings
-from worker.consumer import Worker
+from strictgate.worker.consumer import Worker
 
 ADMIN = "test-admin-token"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"

@@ -2,7 +2,7 @@
 and a writer process to run (and SIGKILL) from a test.
 
 Run as a script: ``python -m tests.lake_support <lake dir> <entries.json> [kill]`` writes
-the entries in batches of 10 with a :class:`lake.writer.LakeWriter`; ``kill`` is
+the entries in batches of 10 with a :class:`strictgate.lake.writer.LakeWriter`; ``kill`` is
 ``before_commit`` (SIGKILL itself inside the transaction, right before COMMIT) or
 ``after_commit`` (SIGKILL itself right after the first commit returned, before anything
 else, as a worker dying between commit and XACK).
@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
-from lake.engine import LakeConfig
-from lake.writer import LakeWriter, QueueEntry
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.writer import LakeEntry, LakeWriter
+from strictgate.queue_entry import QueueEntry
 from validator.compiled import compile_dataset
 from validator.definition import normalize
 
@@ -45,14 +47,24 @@ def seed_record(i: int, day: str = "2026-06-10") -> dict[str, Any]:
     }
 
 
+def lake_entry(entry_id: str, project: str, dataset: str, version: int, trace_id: str,
+               received_at: str, records: bytes) -> LakeEntry:
+    """The writer's entry of ledger id ``entry_id`` (``<user>/<stream id>``) and a queue
+    entry of those fields."""
+    user, _, stream_id = entry_id.partition("/")
+    return LakeEntry.of(stream_id, QueueEntry(
+        records=records, trace_id=trace_id, dataset_version=version, received_at=received_at,
+        project_id=project, dataset_id=dataset, user_id=user))
+
+
 def seed_entries(n_entries: int, per_entry: int, *, start: int = 0, project: str = "p1",
                  dataset: str = "billing", version: int = 1,
-                 received_at: str = "2026-06-10T11:00:00.123Z") -> list[QueueEntry]:
+                 received_at: str = "2026-06-10T11:00:00.123Z") -> list[LakeEntry]:
     """``n_entries`` entries of ``per_entry`` seed records, ids ``u/<start + n>-0``."""
     out = []
     for n in range(start, start + n_entries):
         records = [seed_record(n * per_entry + i) for i in range(per_entry)]
-        out.append(QueueEntry(f"u/{1781000000000 + n}-0", project, dataset, version,
+        out.append(lake_entry(f"u/{1781000000000 + n}-0", project, dataset, version,
                               f"trace{n}", received_at, orjson.dumps(records)))
     return out
 
@@ -62,16 +74,14 @@ def seed_definitions(project: str, dataset: str, version: int) -> dict[str, Any]
     return SEED
 
 
-def dump_entries(entries: list[QueueEntry], path: Path) -> None:
+def dump_entries(entries: list[LakeEntry], path: Path) -> None:
     """Write entries for :func:`main` to read."""
-    path.write_bytes(orjson.dumps([{**e.__dict__, "records": e.records.decode()}
-                                   for e in entries]))
+    path.write_bytes(msgspec.json.encode(entries))
 
 
-def load_entries(path: Path) -> list[QueueEntry]:
+def load_entries(path: Path) -> list[LakeEntry]:
     """Read entries written by :func:`dump_entries`."""
-    return [QueueEntry(**{**d, "records": d["records"].encode()})
-            for d in orjson.loads(path.read_bytes())]
+    return msgspec.json.decode(path.read_bytes(), type=list[LakeEntry])
 
 
 def main(argv: list[str]) -> int:

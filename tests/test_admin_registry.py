@@ -119,12 +119,16 @@ def test_get_latest_versions_list_delete(svc: Service) -> None:
     assert (r.status_code, r.json()["definition"], r.json()["version"]) == (
         200, SEED_DEFINITION, 1)
     assert svc.admin("GET", DS + "/versions/3").status_code == 404
-    for bad in ("0", "x", "-1", "1.5", "99999999999999999999"):
+    for bad in ("x", "-1", "1.5", "99999999999999999999"):
         assert svc.admin("GET", DS + f"/versions/{bad}").status_code == 400
+    assert svc.admin("GET", DS + "/versions/0").status_code == 404  # a stored dataset
+    builtin = svc.admin("GET", "/admin/projects/p1/datasets/logs/versions/0")
+    assert builtin.status_code == 200 and builtin.json()["definition"]["envelope"] == "event"
     listed = svc.admin("GET", "/admin/projects/p1/datasets").json()
-    assert [(d["dataset_id"], d["version"]) for d in listed["datasets"]] == [
-        ("13", 2), ("other", 1)]
-    assert svc.admin("GET", "/admin/projects/p2/datasets").json()["datasets"] == []
+    assert [(d["dataset_id"], d["version"]) for d in listed["datasets"]
+            if not d["builtin"]] == [("13", 2), ("other", 1)]
+    assert [d["dataset_id"] for d in svc.admin("GET", "/admin/projects/p2/datasets").json()[
+        "datasets"]] == ["deployments", "logs", "metrics"]
     r = svc.admin("DELETE", DS)
     assert (r.status_code, r.json()["deleted"]) == (200, True)
     assert svc.admin("DELETE", DS).status_code == 404

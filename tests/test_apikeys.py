@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quota.keys import api_key_by_kid_key, api_keys_key
-from registry.apikeys import (
+from strictgate.registry.apikeys import (
     EXPIRED_KEY,
     INVALID_KEY,
     PROJECT_CLAIM_MISSING,

@@ -7,8 +7,8 @@ import gzip
 import pytest
 import zstandard
 
-from ingest.body import _gunzip, _unzstd
 from strictgate.errors import ApiError
+from strictgate.ingest.body import _gunzip, _unzstd
 
 
 def _status(fn: object, *args: object) -> int:

@@ -29,6 +29,8 @@ import redis.asyncio as aioredis
 
 from quota import keys
 from quota.admission import Admitted, QuotaService
+from strictgate.queue_entry import QueueEntry
+from strictgate.timestamps import utc_z
 from tests.ingest_fixtures import SEED_BATCH, output_lines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,17 +47,14 @@ async def enqueue_backlog(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url, max_connections=64)
     quota = QuotaService(client, default_limit=-1, deadline_s=5.0,
                          clock=lambda: datetime.now(UTC))
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = utc_z(datetime.now(UTC))
 
     async def one(i: int) -> None:
         records = [{**SEED_BATCH[0], "context": {"i": i, "j": j}} for j in range(PER_ENTRY)]
-        result = await quota.admit(
-            user_id="u1", project_id="p1", dataset_id="13", count=PER_ENTRY,
-            entry={"records": orjson.dumps(records), "trace_id": f"t{i}",
-                   "dataset_version": "1", "received_at": now, "project_id": "p1",
-                   "dataset_id": "13", "user_id": "u1"},
-            idempotency_key=None, request_digest="",
-        )
+        entry = QueueEntry(records=orjson.dumps(records), trace_id=f"t{i}", dataset_version=1,
+                           received_at=now, project_id="p1", dataset_id="13", user_id="u1")
+        result = await quota.admit(entry, count=PER_ENTRY, idempotency_key=None,
+                                   request_digest="")
         assert isinstance(result, Admitted)
 
     try:

@@ -19,10 +19,10 @@ import jwt
 import pytest
 import redis
 
-from ingest.answers import quota_exceeded, seconds_until
 from quota import keys
 from quota.periods import period_at, period_end
 from strictgate.embedded import EmbeddedServer
+from strictgate.ingest.answers import quota_exceeded, seconds_until
 from strictgate.unavailable import INGEST_UNAVAILABLE_MESSAGE, UNAVAILABLE_MESSAGE
 from tests.ingest_fixtures import SEED_BATCH, SEED_DEFINITION, SEED_SINGLE, Service, start_service
 

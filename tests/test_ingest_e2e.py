@@ -1,5 +1,5 @@
-"""Seed 004 end to end: every example and every row of the error table, against the app on
-a real Redis, with the worker output checked line by line."""
+"""The Loguro ingest API end to end: every example and every row of its error table, against
+the app on a real Redis, with the worker output checked line by line."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_header_agreeing_with_path_is_fine_and_conflict_is_400(
     assert int(sync_redis.get(keys.usage_total_key("u1", keys.period_of(_now()))) or 0) == 1
 
 
-# --- the seed's error table, row by row ----------------------------------------------------
+# --- the Loguro API's error table, row by row ---------------------------------------------
 
 def test_missing_dataset_schema(svc: Service, key: str) -> None:
     r = svc.post("/datasets/99", key, SEED_SINGLE)

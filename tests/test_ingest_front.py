@@ -10,8 +10,8 @@ import re
 import pytest
 from starlette.types import Receive, Scope, Send
 
-import ingest.handlers
-from ingest.front import ingest_lane
+import strictgate.ingest.core
+from strictgate.ingest.front import ingest_lane
 from strictgate.request_id import RequestIds
 from tests.ingest_fixtures import SEED_BATCH, SEED_SINGLE, Service
 
@@ -20,15 +20,20 @@ def _scope(path: str, method: str = "POST", root_path: str = "") -> Scope:
     return {"type": "http", "method": method, "path": path, "root_path": root_path}
 
 
-@pytest.mark.parametrize(("path", "lane"), [
-    ("/datasets", ((False, False, "/datasets"), None)),
-    ("/datasets/batch", ((True, False, "/datasets/batch"), None)),
-    ("/datasets/13", ((False, True, "/datasets/{dataset_id}"), "13")),
-    ("/datasets/13/batch", ((True, True, "/datasets/{dataset_id}/batch"), "13")),
-    ("/datasets/batch/batch", ((True, True, "/datasets/{dataset_id}/batch"), "batch")),
+@pytest.mark.parametrize(("path", "template", "params"), [
+    ("/datasets", "/datasets", {}),
+    ("/datasets/batch", "/datasets/batch", {}),
+    ("/datasets/13", "/datasets/{dataset_id}", {"dataset_id": "13"}),
+    ("/datasets/13/batch", "/datasets/{dataset_id}/batch", {"dataset_id": "13"}),
+    ("/datasets/batch/batch", "/datasets/{dataset_id}/batch", {"dataset_id": "batch"}),
+    ("/events/logs", "/events/logs", {}),
+    ("/events/metrics/batch", "/events/metrics/batch", {}),
 ])
-def test_the_four_routes_take_the_lane(path: str, lane: object) -> None:
-    assert ingest_lane(_scope(path)) == lane
+def test_the_ingest_routes_take_the_lane(path: str, template: str, params: dict[str, str]
+                                         ) -> None:
+    lane = ingest_lane(_scope(path))
+    assert lane is not None
+    assert (lane[0].path, lane[1]) == (template, params)
 
 
 @pytest.mark.parametrize("scope", [
@@ -75,7 +80,7 @@ def test_an_unexpected_exception_is_a_500_in_the_grammar_without_a_trace(
     async def explode(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(ingest.handlers, "read_body", explode)
+    monkeypatch.setattr(strictgate.ingest.core, "read_body", explode)
     r = svc.post("/datasets/13", key, SEED_SINGLE)
     assert r.status_code == 500
     assert r.json() == {"success": False, "error": "Internal server error", "errors": [

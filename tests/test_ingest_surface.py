@@ -1,5 +1,5 @@
-"""Issue 5 behaviours beyond the seed's table: logs, chunked caps, Redis outages, queue
-trimming and the stand-alone worker process."""
+"""Issue 5 behaviours beyond the Loguro API's error table: logs, chunked caps, Redis outages,
+queue trimming and the stand-alone worker process."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lake.engine import LakeConfig
-from lake.writer import LakeWriter
 from strictgate.cli import main
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.writer import LakeWriter
 from tests.lake_support import seed_definitions, seed_entries
 from tests.serve_proc import clean_env, run_cli
 

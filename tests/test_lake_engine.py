@@ -12,9 +12,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lake import engine
-from lake.engine import LakeConfig, connect, extension_path, is_retryable, needed_extensions, retry
-from lake.writer import LakeWriter
+from strictgate.lake import engine
+from strictgate.lake.engine import (
+    LakeConfig,
+    connect,
+    extension_path,
+    is_retryable,
+    needed_extensions,
+    retry,
+)
+from strictgate.lake.writer import LakeWriter
 from tests.lake_support import seed_definitions, seed_entries
 
 

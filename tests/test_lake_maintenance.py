@@ -13,9 +13,9 @@ from pathlib import Path
 
 import duckdb
 
-from lake.engine import LakeConfig, connect
-from lake.maintenance import compact, compact_lake
-from lake.writer import LakeWriter
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.lake.maintenance import compact, compact_lake
+from strictgate.lake.writer import LakeWriter
 from tests.lake_support import ROOT, seed_definitions, seed_entries
 
 ZERO = timedelta(0)
@@ -120,8 +120,8 @@ def test_orphaned_files_go_after_their_grace(tmp_path: Path) -> None:
 COMPACT_LOOP = """
 import sys
 from datetime import UTC, datetime, timedelta
-from lake.engine import LakeConfig, connect
-from lake.maintenance import compact_lake
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.lake.maintenance import compact_lake
 while True:
     # a grace of 0 would delete the files of a commit in flight as orphans (that is what
     # the grace is for): the writer below commits while this runs

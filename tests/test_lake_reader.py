@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lake import engine
-from lake.engine import LakeConfig
-from lake.reader import (
+from strictgate.lake import engine
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.reader import (
     CursorCodec,
     DatasetNotFound,
     LakeReader,
@@ -21,7 +21,7 @@ from lake.reader import (
     parse_limit,
     parse_version,
 )
-from lake.writer import LakeWriter
+from strictgate.lake.writer import LakeWriter
 from tests.lake_support import seed_definitions, seed_entries
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -101,7 +101,7 @@ def test_cursor_round_trip() -> None:
 
 @pytest.mark.parametrize(("fn", "value", "param"), [
     (parse_limit, "0", "limit"), (parse_limit, "1001", "limit"), (parse_limit, "ten", "limit"),
-    (parse_limit, "-1", "limit"), (parse_version, "0", "version"),
+    (parse_limit, "-1", "limit"), (parse_version, "-1", "version"),
     (parse_version, "v1", "version"),
 ])
 def test_bad_parameters_name_themselves(fn: object, value: str, param: str) -> None:

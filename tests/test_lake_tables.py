@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from lake.engine import LakeConfig
-from lake.reader import LakeReader
-from lake.tables import ensure_layout, load_layouts, plan_layout
-from lake.writer import LakeWriter, QueueEntry
-from tests.lake_support import SEED, payload, seed_entries
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.reader import LakeReader
+from strictgate.lake.tables import ensure_layout, load_layouts, plan_layout
+from strictgate.lake.writer import LakeWriter
+from tests.lake_support import SEED, lake_entry, payload, seed_entries
 from validator.definition import normalize
 
 V2 = normalize({"fields": {
@@ -62,9 +62,9 @@ def test_new_versions_add_columns_and_every_version_stays_readable(tmp_path: Pat
     writer.write(v1)
     before = _columns(writer)
     writer.write([
-        QueueEntry("u/2-0", "p1", "billing", 2, "t2", "2026-06-10T12:00:00.000Z",
+        lake_entry("u/2-0", "p1", "billing", 2, "t2", "2026-06-10T12:00:00.000Z",
                    payload(V2, v2_records)),
-        QueueEntry("u/3-0", "p1", "billing", 3, "t3", "2026-06-10T13:00:00.000Z",
+        lake_entry("u/3-0", "p1", "billing", 3, "t3", "2026-06-10T13:00:00.000Z",
                    payload(V3, v3_records))])
     after = _columns(writer)
     added = {k: v for k, v in after.items() if k not in before}

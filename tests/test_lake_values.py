@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from lake.engine import LakeConfig
-from lake.reader import LakeReader
-from lake.tables import Layout, plan_layout, record_struct
-from lake.writer import LakeWriter, QueueEntry
-from tests.lake_support import payload
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.reader import LakeReader
+from strictgate.lake.tables import Layout, plan_layout, record_struct
+from strictgate.lake.writer import LakeWriter
+from tests.lake_support import lake_entry, payload
 from validator.definition import normalize
 
 DEFINITION = normalize({"fields": {
@@ -50,7 +50,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[LakeConfig, list[dic
     """The RECORDS written once; the records read back."""
     config = LakeConfig.local(tmp_path_factory.mktemp("values"))
     writer = LakeWriter(config, lambda p, d, v: DEFINITION)
-    entry = QueueEntry("u/1-0", "p1", "edges", 1, "trace-1", "2026-06-10T11:00:00.123Z",
+    entry = lake_entry("u/1-0", "p1", "edges", 1, "trace-1", "2026-06-10T11:00:00.123Z",
                        payload(DEFINITION, RECORDS))
     assert writer.write([entry]).records == len(RECORDS)
     writer.close()
@@ -139,7 +139,7 @@ def test_all_required_fields_are_read_typed_with_the_same_values(
     config = LakeConfig.local(tmp_path_factory.mktemp("typed"))
     writer = LakeWriter(config, lambda p, d, v: REQUIRED)
     assert record_struct(writer.layout("p1", "edges", 1)) is not None
-    entry = QueueEntry("u/1-0", "p1", "edges", 1, "trace-1", "2026-06-10T11:00:00.123Z",
+    entry = lake_entry("u/1-0", "p1", "edges", 1, "trace-1", "2026-06-10T11:00:00.123Z",
                        payload(REQUIRED, REQUIRED_RECORDS))
     assert writer.write([entry]).records == len(RECORDS)
     writer.close()

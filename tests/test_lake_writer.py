@@ -12,10 +12,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lake.engine import LakeConfig, connect
-from lake.tables import json_object_size
-from lake.writer import LakeWriter, QueueEntry
-from tests.lake_support import ROOT, dump_entries, seed_definitions, seed_entries
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.lake.tables import json_object_size
+from strictgate.lake.writer import LakeEntry, LakeWriter
+from strictgate.queue_entry import QueueEntry
+from tests.lake_support import ROOT, dump_entries, lake_entry, seed_definitions, seed_entries
 
 
 def counts(config: LakeConfig) -> tuple[int, int, int, int]:
@@ -145,16 +146,17 @@ def test_queue_entry_from_stream_fields() -> None:
     fields = {b"records": b'[{"a":1}]', b"trace_id": b"t1", b"dataset_version": b"3",
               b"received_at": b"2026-06-10T11:00:00.123Z", b"project_id": b"p",
               b"dataset_id": b"d", b"user_id": b"u7"}
-    entry = QueueEntry.from_fields(b"1781000000000-5", fields)
-    assert entry == QueueEntry("u7/1781000000000-5", "p", "d", 3, "t1",
-                               "2026-06-10T11:00:00.123Z", b'[{"a":1}]')
+    entry = LakeEntry.from_fields(b"1781000000000-5", fields)
+    assert entry == LakeEntry("u7/1781000000000-5", QueueEntry(
+        records=b'[{"a":1}]', trace_id="t1", dataset_version=3,
+        received_at="2026-06-10T11:00:00.123Z", project_id="p", dataset_id="d", user_id="u7"))
 
 
 def test_a_failed_insert_rolls_back_everything(tmp_path: Path) -> None:
     config = LakeConfig.local(tmp_path)
     writer = LakeWriter(config, seed_definitions)
     good = seed_entries(2, 10)
-    bad = QueueEntry("u/bad-0", "p1", "billing", 1, "t", "not a time", b'[{"timestamp":1}]')
+    bad = lake_entry("u/bad-0", "p1", "billing", 1, "t", "not a time", b'[{"timestamp":1}]')
     with pytest.raises(duckdb.Error):
         writer.write([*good, bad])
     writer.close()
@@ -170,7 +172,7 @@ def test_a_commit_needs_memory_for_its_lines_not_a_gigabyte(tmp_path: Path) -> N
         writer.con.execute("SET memory_limit = '128MB'")
         assert writer.write(seed_entries(3, 2)).records == 6
         big = seed_entries(1, 8000, start=100)  # one stage line of about 2 MB
-        assert len(big[0].records) > 1_500_000
+        assert len(big[0].queued.records) > 1_500_000
         assert writer.write(big).records == 8000
     finally:
         writer.close()

@@ -100,6 +100,7 @@ def test_make_run_serves_the_seed_end_to_end(tmp_path: Path) -> None:
         assert json.loads(sql.stdout) == [
             {"__traceId": "req_123", "country": "RO"}, {"__traceId": "req_456", "country": "RO"},
             {"__traceId": "req_456", "country": "US"}]
+        _operyn_tour(base, key)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -109,6 +110,60 @@ def test_make_run_serves_the_seed_end_to_end(tmp_path: Path) -> None:
             proc.wait(5)
     # the embedded server's data persisted under the data dir
     assert (data_dir / "redis").is_dir()
+
+
+OPERYN_LOG = {
+    "service": "api-gateway", "level": "error",
+    "message": "Upstream timeout connecting to auth-service", "traceId": "abc-123-def",
+    "metadata": {"region": "us-east-1", "env": "prod", "team": "platform"},
+}
+OPERYN_BATCH = [
+    {"service": "billing-service", "level": "error", "message": "Payment failed for customer 42"},
+    {"service": "billing-service", "level": "warn",
+     "message": "Retry attempt 3 for payment gateway"},
+]
+OPERYN_METRIC = {
+    "service": "api-gateway", "name": "request_latency_p99", "value": 2.34, "unit": "seconds",
+    "labels": {"region": "us-east-1", "env": "prod", "endpoint": "/api/v1/users"},
+}
+OPERYN_DEPLOYMENT = {
+    "service": "payment-service", "version": "v2.0.1", "environment": "production",
+    "gitHash": "a1b2c3d4", "metadata": {"deployedBy": "jenkins", "deployId": "job-123"},
+}
+
+
+def _operyn_tour(base: str, key: str) -> None:
+    """The README's Operyn section: the Operyn docs' curl examples, then the events read
+    back from the project's built-in datasets."""
+    hdrs = {"Content-Type": "application/json", "x-api-key": key, "x-organization-id": "demo"}
+    ids: dict[str, str] = {}
+    for path, body in (("/events/logs", OPERYN_LOG), ("/events/metrics", OPERYN_METRIC),
+                       ("/events/deployments", OPERYN_DEPLOYMENT)):
+        r = httpx.post(base + path, content=json.dumps(body), headers=hdrs)
+        assert r.status_code == 202, r.text
+        assert r.json()["queued"] is True
+        ids[path.rsplit("/", 1)[1]] = r.json()["id"]
+    r = httpx.post(base + "/events/logs/batch", content=json.dumps(OPERYN_BATCH), headers=hdrs)
+    assert (r.status_code, r.json()) == (202, {"accepted": 2})
+    read = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 15
+    logs: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(logs) < 3:
+        logs = httpx.get(f"{base}/datasets/logs/records", headers=read).json()["records"]
+        time.sleep(0.1)
+    assert [x["message"] for x in logs] == [OPERYN_LOG["message"]] + [
+        b["message"] for b in OPERYN_BATCH]
+    assert logs[0]["id"] == ids["logs"] and logs[0]["metadata"] == OPERYN_LOG["metadata"]
+    assert isinstance(logs[0]["timestamp"], str)  # the server's receipt time
+    for dataset, sent in (("metrics", OPERYN_METRIC), ("deployments", OPERYN_DEPLOYMENT)):
+        deadline = time.monotonic() + 15
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not rows:
+            rows = httpx.get(f"{base}/datasets/{dataset}/records", headers=read
+                             ).json()["records"]
+            time.sleep(0.1)
+        assert rows[0]["id"] == ids[dataset]
+        assert {k: rows[0][k] for k in sent} == sent
 
 
 def _make(*args: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,14 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from admin import quota as admin_quota
 from quota.admission import QuotaService
 from quota.ledger import Ledger
 from quota.periods import period_end
+from strictgate.admin import quota as admin_quota
 from strictgate.cli import main
 from strictgate.context import AppContext
 from strictgate.errors import ApiError, error_response
 from strictgate.settings import load_settings
+from strictgate.timestamps import parse_utc
 from tests.test_quota_admission import FIXED, this_month
 
 TOKEN = "admin-secret"
@@ -157,6 +160,31 @@ def test_cli_quota_set_get_and_usage_flush(
 
     assert main(["quota", "get", "u1"]) == 0
     assert json.loads(capsys.readouterr().out)["monthly_limit"] == 250
+
+
+def test_cli_usage_flush_stamps_rows_in_z_and_older_rows_still_read(
+    sync_redis: redis.Redis, redis_url: str, data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``flushed_at`` is written as every other time is (``Z``); a ledger whose rows an
+    older release stamped ``+00:00`` keeps reading, and both stamps parse to a moment."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("STRICTGATE_DATA_DIR", str(data_dir))
+    ledger_path = data_dir / "usage-ledger.jsonl"
+    old_row = {"flush_id": "20310501T000000Z-0123456789ab", "user_id": "u1",
+               "period": "2031-05", "records": 4, "flushed_at": "2031-05-31T23:59:59.500+00:00"}
+    ledger_path.write_bytes(json.dumps(old_row).encode() + b"\n")
+    period = FIXED.strftime("%Y-%m")
+    sync_redis.set(f"usage_delta:datasets:{{u1}}:{period}", 12)
+    before = datetime.now(UTC)
+    assert main(["usage", "flush"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 1
+    old, new = Ledger(ledger_path).rows()
+    assert old.flushed_at == old_row["flushed_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", new.flushed_at)
+    assert parse_utc(old.flushed_at) == datetime(2031, 5, 31, 23, 59, 59, 500_000, UTC)
+    assert before - timedelta(seconds=1) <= parse_utc(new.flushed_at) <= datetime.now(UTC)
+    assert Ledger(ledger_path).totals() == {("u1", "2031-05"): 4, ("u1", period): 12}
 
 
 def test_cli_refuses_bad_input_and_explains_missing_redis(

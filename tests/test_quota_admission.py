@@ -27,6 +27,7 @@ from quota.admission import (
 from quota.periods import expire_at, parse_period, period_end
 from quota.script import AnyRedis
 from strictgate.embedded import EmbeddedServer, EmbeddedServerError, free_port, server_binary
+from strictgate.queue_entry import QueueEntry
 
 # A caller's clock far from Redis's: the month is Redis's (TIME in admit.lua), so admissions
 # under this clock still count into this month's keys (the first one after a retry).
@@ -44,13 +45,13 @@ def total_key(user_id: str = "u1") -> str:
     return keys.usage_total_key(user_id, this_month())
 
 
-def entry(user_id: str = "u1", dataset_id: str = "d1") -> dict[str, bytes | str]:
-    """A stream entry shaped like the one the ingest handler passes."""
-    return {
-        "records": RECORD, "trace_id": "t-1", "dataset_version": "1",
-        "received_at": "2031-06-15T12:00:00.000Z", "project_id": "p1",
-        "dataset_id": dataset_id, "user_id": user_id,
-    }
+def entry(user_id: str = "u1", dataset_id: str = "d1", project_id: str = "p1") -> QueueEntry:
+    """A queue entry as the ingest handler builds it."""
+    return QueueEntry(
+        records=RECORD, trace_id="t-1", dataset_version=1,
+        received_at="2031-06-15T12:00:00.000Z", project_id=project_id,
+        dataset_id=dataset_id, user_id=user_id,
+    )
 
 
 def service(
@@ -66,8 +67,7 @@ async def admit(
 ) -> object:
     """One admission of ``count`` records."""
     return await svc.admit(
-        user_id=user_id, project_id="p1", dataset_id=dataset_id, count=count,
-        entry=entry(user_id, dataset_id), idempotency_key=key, request_digest=digest,
+        entry(user_id, dataset_id), count=count, idempotency_key=key, request_digest=digest,
     )
 
 
@@ -188,7 +188,7 @@ async def test_exact_keys_values_and_expiry_with_a_fixed_clock(client: AnyRedis)
     [(entry_id, fields)] = await client.xrange(queue)
     assert entry_id.decode() == result.entry_id
     assert fields == {k.encode(): v if isinstance(v, bytes) else v.encode()
-                      for k, v in entry().items()}
+                      for k, v in entry().to_fields().items()}
     assert await client.smembers(keys.queues_index_key()) == {queue.encode()}
 
 
@@ -239,10 +239,8 @@ async def test_idempotency_conflict_changes_nothing(client: AnyRedis) -> None:
     assert await client.get(total_key()) == b"2"
     assert await client.xlen("queue:datasets:{u1}:p1:d1") == 1
     # the key is scoped per project: the same key in another project is a new request
-    other = await svc.admit(
-        user_id="u1", project_id="p2", dataset_id="d1", count=1, entry=entry(),
-        idempotency_key="k", request_digest="second",
-    )
+    other = await svc.admit(entry(project_id="p2"), count=1, idempotency_key="k",
+                            request_digest="second")
     assert isinstance(other, Admitted)
 
 

@@ -18,12 +18,13 @@ import jsonschema
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.records import CURSOR_LABEL, NDJSON, PARAMETERS, cursor_secret
-from lake.engine import LakeConfig
-from lake.reader import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec
-from lake.writer import LakeWriter
 from strictgate.context import utc_now
+from strictgate.ingest.records import CURSOR_LABEL, NDJSON, PARAMETERS, cursor_secret
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.reader import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec
+from strictgate.lake.writer import LakeWriter
 from strictgate.settings import load_settings
+from strictgate.worker.service import build_worker
 from tests.ingest_fixtures import (
     JWT_SECRET,
     SEED_DEFINITION,
@@ -32,7 +33,6 @@ from tests.ingest_fixtures import (
     start_service,
 )
 from tests.lake_support import ROOT, dump_entries, seed_definitions, seed_entries
-from worker.service import build_worker
 
 PATH = "/datasets/billing/records"
 
@@ -126,7 +126,7 @@ def test_from_to_and_version_filters(lake_svc: Service, p1_key: str) -> None:
     ("from=yesterday", "from", "invalid_from"),
     ("to=2026-06-10T25:00:00Z", "to", "invalid_to"),
     ("from=2026-06-11&to=2026-06-10T12:00:00Z", "to", "invalid_to"),
-    ("version=0", "version", "invalid_version"),
+    ("version=-1", "version", "invalid_version"),
     ("version=v1", "version", "invalid_version"),
     ("cursor=garbage", "cursor", "invalid_cursor"),
     ("cursor=", "cursor", "invalid_cursor"),

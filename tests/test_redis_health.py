@@ -14,7 +14,7 @@ from strictgate.context import utc_now
 from strictgate.embedded import free_port
 from strictgate.redis_health import RedisHealth, check, health_of
 from strictgate.settings import load_settings
-from worker import service
+from strictgate.worker import service
 
 SECRET = "hunter2-secret-password"
 

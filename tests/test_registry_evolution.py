@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from registry.evolution import breaking_changes
+from strictgate.registry.evolution import breaking_changes
 
 
 def _defn(**fields: Any) -> dict[str, Any]:

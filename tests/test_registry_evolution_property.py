@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from registry.evolution import breaking_changes
+from strictgate.registry.evolution import breaking_changes
 from validator import DefinitionError, compile_dataset
 
 NAMES = ["a", "b", "c", "d"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import schemas
-from registry.evolution import breaking_changes
+from strictgate.registry.evolution import breaking_changes
 from validator import compile_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "schemas" / "examples"

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quota.keys import dataset_versions_key, datasets_index_key, registry_generation_key
-from registry.store import Registry
+from strictgate.registry.store import Registry
 from validator import DefinitionError
 
 T0 = datetime(2026, 6, 10, 10, 58, tzinfo=UTC)
@@ -71,9 +71,11 @@ async def test_list_and_projects_are_separate(registry: Registry) -> None:
     await registry.put("p1", "a", V2)
     await registry.put("p2", "c", SEED)
     listed = await registry.list("p1")
-    assert [(i.dataset_id, i.version) for i in listed] == [("a", 2), ("b", 1)]
+    assert [(i.dataset_id, i.version) for i in listed if not i.builtin] == [("a", 2), ("b", 1)]
     assert await registry.get("p2", "a") is None
-    assert await registry.list("nobody") == []
+    # a project with nothing stored still has the built-in Operyn datasets, version 0
+    assert [(i.dataset_id, i.version, i.builtin) for i in await registry.list("nobody")] == [
+        ("deployments", 0, True), ("logs", 0, True), ("metrics", 0, True)]
 
 
 async def test_delete_removes_versions_and_numbering_continues(
@@ -85,7 +87,7 @@ async def test_delete_removes_versions_and_numbering_continues(
     assert await registry.delete("p1", "13") is False
     assert await registry.get("p1", "13") is None
     assert await registry.get_version("p1", "13", 1) is None
-    assert await registry.list("p1") == []
+    assert all(i.builtin for i in await registry.list("p1"))
     assert await aredis.hlen(datasets_index_key("p1")) == 0
     again = await registry.put("p1", "13", SEED)
     # a re-created dataset never reuses a version an output record may already name

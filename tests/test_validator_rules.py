@@ -1,4 +1,5 @@
-"""One test per rule of the definition language and per message of seed 004's table."""
+"""One test per rule of the definition language and per message of the Loguro ingest API's
+error table."""
 
 from __future__ import annotations
 

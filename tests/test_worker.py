@@ -12,22 +12,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from quota import keys
+from strictgate.queue_entry import QueueEntry
+from strictgate.worker import sink
+from strictgate.worker.consumer import Worker
 from tests.ingest_fixtures import Service
-from worker import sink
-from worker.consumer import Worker
 
 
-def _entry(n: int, trace: str, *, day: str = "2026-06-10", user: str = "u1") -> dict[str, bytes]:
+def _entry(n: int, trace: str, *, day: str = "2026-06-10", user: str = "u1"
+           ) -> dict[str, bytes | str]:
     records = [{"timestamp": f"{day}T10:00:00Z", "context": {}, "n": i} for i in range(n)]
-    return {
-        "records": orjson.dumps(records),
-        "trace_id": trace.encode(),
-        "dataset_version": b"3",
-        "received_at": f"{day}T10:00:00.000Z".encode(),
-        "project_id": b"p1",
-        "dataset_id": b"13",
-        "user_id": user.encode(),
-    }
+    return QueueEntry(
+        records=orjson.dumps(records), trace_id=trace, dataset_version=3,
+        received_at=f"{day}T10:00:00.000Z", project_id="p1", dataset_id="13", user_id=user,
+    ).to_fields()
 
 
 def _output_lines(root: Path) -> list[dict[str, object]]:
@@ -37,7 +34,7 @@ def _output_lines(root: Path) -> list[dict[str, object]]:
     return lines
 
 
-async def _enqueue(r: aioredis.Redis, *entries: dict[str, bytes]) -> str:
+async def _enqueue(r: aioredis.Redis, *entries: dict[str, bytes | str]) -> str:
     stream = keys.queue_key("u1", "p1", "13")
     for fields in entries:
         await r.xadd(stream, fields)  # type: ignore[arg-type]
@@ -217,7 +214,7 @@ async def test_reads_grow_for_small_entries_and_stay_bounded_in_records(
      b'[{"k y":"x  y \\" z\\\\ ","e":"\\u00e9\\/\xc3\xa9"}]'),
 ])
 def test_compact_json_drops_whitespace_outside_strings_only(payload: bytes, compact: bytes) -> None:
-    from worker.consumer import compact_json
+    from strictgate.worker.consumer import compact_json
 
     assert compact_json(payload) == compact
     assert json.loads(compact) == json.loads(payload)

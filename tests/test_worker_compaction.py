@@ -5,8 +5,8 @@ worker has gone idle; two workers never compact at once (the Redis lock: the sec
 attempt does nothing and says nothing alarming); only the holder releases the lock; a
 failing pass is logged once, retried later and never stops ingest; and commits complete
 while a pass runs (it runs in a thread). The compactor the schedule calls is a parameter:
-these tests give it the real pass (:func:`worker.compaction.compact_pass`) wrapped to count
-how many run at once or to keep a pass going while the test watches.
+these tests give it the real pass (:func:`strictgate.worker.compaction.compact_pass`) wrapped to
+count how many run at once or to keep a pass going while the test watches.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig
-from lake.maintenance import CompactionReport
 from quota import keys
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.maintenance import CompactionReport
+from strictgate.worker.compaction import LOCK_TTL_MS, CompactionSchedule, Compactor, compact_pass
+from strictgate.worker.lake_sink import LakeWorker
 from tests.worker_lake_support import enqueue, entry_fields, lake_rows, register_seed, seed_records
-from worker.compaction import LOCK_TTL_MS, CompactionSchedule, Compactor, compact_pass
-from worker.lake_sink import LakeWorker
 
 LOCK = keys.lake_compaction_lock_key()
 

@@ -13,11 +13,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig
-from lake.writer import LakeWriter, QueueEntry
 from quota import keys
 from strictgate.context import utc_now
+from strictgate.lake.engine import LakeConfig
+from strictgate.lake.writer import LakeEntry, LakeWriter
 from strictgate.settings import load_settings
+from strictgate.worker.consumer import Worker
+from strictgate.worker.lake_sink import LakeWorker
+from strictgate.worker.service import build_worker
 from tests.worker_lake_support import (
     enqueue,
     entry_fields,
@@ -25,9 +28,6 @@ from tests.worker_lake_support import (
     register_seed,
     seed_records,
 )
-from worker.consumer import Worker
-from worker.lake_sink import LakeWorker
-from worker.service import build_worker
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def test_redelivered_entries_already_committed_are_only_acknowledged(
     cache = LakeWorker(aredis, lake).definitions
     await cache.prefetch({("p1", "13", 1)})
     writer = LakeWriter(lake, cache)
-    writer.write([QueueEntry.from_fields(i, f) for i, f in delivered], first_delivery=True)
+    writer.write([LakeEntry.from_fields(i, f) for i, f in delivered], first_delivery=True)
     writer.close()
     before = lake_rows(lake)
     assert len(before) == 9
@@ -102,18 +102,22 @@ def _workers(aredis: aioredis.Redis, tmp_path: Path, lake: LakeConfig) -> dict[s
 
 
 @pytest.mark.parametrize("sink", ["lake", "jsonl"])
-@pytest.mark.parametrize("poison", [
-    {"records": b'[{"timestamp": "2026-06-10T10:00:00Z"}, 5]'},  # not an object
-    {"records": b"not json"},
-    {"dataset_version": b"x"},
+@pytest.mark.parametrize(("poison", "detail"), [
+    ({"records": b'[{"timestamp": "2026-06-10T10:00:00Z"}, 5]'}, "not a non-empty JSON object"),
+    ({"records": b"not json"}, "DecodeError"),
+    ({"dataset_version": b"x"}, "queue entry field dataset_version: not a version number"),
+    ({"user_id": None}, "queue entry field user_id: missing"),
+    ({"received_at": b"2026-06-10 10:00"}, "queue entry field received_at: not an RFC 3339"),
 ])
 async def test_poison_entry_is_dead_lettered_and_the_worker_goes_on(
     aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig, tmp_path: Path,
-    sink: str, poison: dict[str, bytes],
+    sink: str, poison: dict[str, bytes | None], detail: str,
 ) -> None:
     await register_seed(aredis)
     stream = enqueue(sync_redis, entry_fields(seed_records(2, "good1"), "g1"))
-    bad = {**entry_fields(seed_records(1, "bad"), "bad"), **poison}
+    bad = {name: value for name, value in
+           {**entry_fields(seed_records(1, "bad"), "bad"), **poison}.items()
+           if value is not None}  # None: the field is left out
     stream = keys.queue_key("u1", "p1", "13")
     bad_id = sync_redis.xadd(stream, bad)  # type: ignore[arg-type]
     enqueue(sync_redis, entry_fields(seed_records(3, "good2"), "g2"))
@@ -136,6 +140,7 @@ async def test_poison_entry_is_dead_lettered_and_the_worker_goes_on(
     [(_, fields)] = sync_redis.xrange(keys.dead_letter_key(stream))
     assert fields[b"dead_entry_id"] == bad_id
     assert fields[b"trace_id"] == b"bad"
+    assert detail in fields[b"dead_detail"].decode()
     assert sync_redis.xlen(stream) == 0
     assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
 

@@ -29,8 +29,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig, connect
 from quota import keys
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.worker.health import SinkHealth
+from strictgate.worker.lake_sink import SINK_NAME, LakeWorker, redacted, sink_error_of
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
 from tests.test_worker_sink import FAILING, RECOVERED, fill, messages, metric, poll, tmpfs
 from tests.worker_lake_support import (
@@ -41,8 +43,6 @@ from tests.worker_lake_support import (
     register_seed,
     seed_records,
 )
-from worker.health import SinkHealth
-from worker.lake_sink import SINK_NAME, LakeWorker, redacted, sink_error_of
 
 Row = tuple[str, str, float]
 BATCHES = 12

@@ -3,7 +3,7 @@ between commit and XACK, and during compaction, then restarted: every admitted r
 the table exactly once (count and digest) and Redis holds nothing for it afterwards.
 
 The kill is a real SIGKILL the process sends itself at the named point (``SGTEST_KILL_AT``,
-see :mod:`worker.faults`). The restarted worker takes over the dead one's pending entries
+see :mod:`strictgate.worker.faults`). The restarted worker takes over the dead one's pending entries
 once idle for the reclaim time; the test ages them with XCLAIM IDLE (as
 tests/test_faults_worker_kill.py does) instead of waiting 30 s.
 """
@@ -22,8 +22,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig
 from quota import keys
+from strictgate.lake.engine import LakeConfig
 from tests.test_faults_worker_kill import age_pending
 from tests.worker_lake_support import (
     digest,

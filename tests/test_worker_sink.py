@@ -27,12 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from quota import keys
 from strictgate.embedded import free_port
 from strictgate.metrics import Metrics
+from strictgate.worker.consumer import Worker
+from strictgate.worker.health import SinkHealth
+from strictgate.worker.queues import queue_snapshot
 from tests.ingest_fixtures import SEED_DEFINITION, SEED_SINGLE, Service, output_lines, start_service
 from tests.test_worker import _enqueue, _entry
 from tests.test_worker import _output_lines as worker_output
-from worker.consumer import Worker
-from worker.health import SinkHealth
-from worker.queues import queue_snapshot
 
 FAILING = "sink cannot write"
 RECOVERED = "sink writes again"

@@ -10,11 +10,12 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from lake.engine import LakeConfig, connect
-from lake.tables import table_name
 from quota import keys
-from registry.store import Registry
 from strictgate.context import utc_now
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.lake.tables import table_name
+from strictgate.queue_entry import QueueEntry
+from strictgate.registry.store import Registry
 from tests.ingest_fixtures import SEED_DEFINITION
 
 SEED_FIELDS = SEED_DEFINITION
@@ -22,14 +23,12 @@ SEED_FIELDS = SEED_DEFINITION
 
 def entry_fields(records: list[dict[str, Any]], trace: str, *, project: str = "p1",
                  dataset: str = "13", user: str = "u1", version: int = 1,
-                 received_at: str = "2026-06-10T10:00:00.000Z") -> dict[str, bytes]:
-    """A queue entry's fields, shaped as :mod:`ingest.handlers` queues them."""
-    return {
-        "records": orjson.dumps(records), "trace_id": trace.encode(),
-        "dataset_version": str(version).encode(), "received_at": received_at.encode(),
-        "project_id": project.encode(), "dataset_id": dataset.encode(),
-        "user_id": user.encode(),
-    }
+                 received_at: str = "2026-06-10T10:00:00.000Z") -> dict[str, bytes | str]:
+    """A queue entry's stream fields, as admission stores them."""
+    return QueueEntry(
+        records=orjson.dumps(records), trace_id=trace, dataset_version=version,
+        received_at=received_at, project_id=project, dataset_id=dataset, user_id=user,
+    ).to_fields()
 
 
 def seed_records(n: int, tag: str) -> list[dict[str, Any]]:
@@ -44,7 +43,7 @@ async def register_seed(r: aioredis.Redis, project: str = "p1", dataset: str = "
     await Registry(r, clock=utc_now).put(project, dataset, SEED_DEFINITION)
 
 
-def enqueue(r: redis.Redis, fields: dict[str, bytes], *, user: str = "u1",
+def enqueue(r: redis.Redis, fields: dict[str, bytes | str], *, user: str = "u1",
             project: str = "p1", dataset: str = "13") -> str:
     """XADD an entry as admission does (stream, index, backpressure counter)."""
     stream = keys.queue_key(user, project, dataset)

@@ -1,8 +1,9 @@
 """The precise path: every error of one decoded record, in a deterministic order.
 
 A definition compiles to a tree of small closures, one per field and keyword (as jsonschema
-has one function per keyword). Order of errors: duplicate keys, ``timestamp``, ``context``,
-extra fields (in input order), then declared fields in definition order, depth first.
+has one function per keyword). Order of errors: duplicate keys, ``timestamp``, ``context``
+(the Loguro envelope only), extra fields (in input order), then declared fields in
+definition order (an event dataset's ``timestamp`` first), depth first.
 """
 
 from __future__ import annotations
@@ -334,13 +335,16 @@ def _object_checks(decl: dict[str, Any], depth: int) -> list[Check]:
         return []
     props = {k: compile_field(v, depth + 1) for k, v in decl.get("properties", {}).items()}
     required = list(decl.get("required", [])) if isinstance(decl.get("required"), list) else []
-    closed = not decl.get("additionalProperties", False)
-    return [object_check(props, required, closed, depth)]
+    additional = decl.get("additionalProperties", False)
+    closed = not additional
+    members = compile_field(additional, depth + 1) if isinstance(additional, dict) else None
+    return [object_check(props, required, closed, depth, members)]
 
 
 def object_check(props: dict[str, Check], required: list[str], closed: bool,
-                 depth: int) -> Check:
-    """Duplicates, extras (if ``closed``), missing ``required`` names, then each property."""
+                 depth: int, members: Check | None = None) -> Check:
+    """Duplicates, extras (if ``closed``; checked by ``members`` if given, else free
+    content), missing ``required`` names, then each property."""
     def check_object(v: Any, path: str, out: Errors) -> None:
         if not isinstance(v, dict):
             return
@@ -351,6 +355,14 @@ def object_check(props: dict[str, Check], required: list[str], closed: bool,
             for key in v:
                 if key not in props:
                     _err(out, E.EXTRA_FIELD, "Extra field", join(path, key))
+        elif members is not None:
+            for key, item in v.items():
+                if key not in props:
+                    if len(out) >= MAX_ERRORS_PER_RECORD:
+                        break
+                    if len(key) > MAX_STRING:
+                        _err(out, E.STRING_TOO_LONG, "Field too long", join(path, key))
+                    members(item, join(path, key), out)
         else:
             for key, item in v.items():
                 if key not in props:
@@ -429,11 +441,13 @@ class RecordCheck(Protocol):
         ...
 
 
-def compile_record(fields: dict[str, dict[str, Any]]) -> RecordCheck:
-    """The precise check of a whole record for a normalized definition's ``fields``."""
+def compile_record(fields: dict[str, dict[str, Any]], loguro: bool = True) -> RecordCheck:
+    """The precise check of a whole record for a normalized definition's ``fields`` (see
+    :func:`validator.definition.record_fields`); ``loguro``: records carry the Loguro
+    envelope (``timestamp`` and ``context``), else only the fields."""
     checks = {name: compile_field(decl, 2) for name, decl in fields.items()}
     required = {name for name, decl in fields.items() if decl["required"] is not False}
-    known = frozenset({*checks, "timestamp", "context"})
+    known = frozenset({*checks, "timestamp", "context"} if loguro else checks)
     plan = [_step(name, c, name in required, decl)
             for (name, c), decl in zip(checks.items(), fields.values(), strict=True)]
     absent = object()
@@ -447,21 +461,24 @@ def compile_record(fields: dict[str, dict[str, Any]]) -> RecordCheck:
         if type(record) is DupDict:
             for key in record.duplicates:
                 _err(out, E.DUPLICATE_FIELD, "Duplicate field", key)
-        ts = record.get("timestamp")
-        if type(ts) is not str or (ts not in valid_times and not is_date_time(ts)):
-            out.append(FieldError(E.INVALID_TIMESTAMP, "timestamp",
-                                  "Invalid or missing timestamp"))
-        ctx = record.get("context")
-        if not isinstance(ctx, dict):
-            out.append(FieldError(E.INVALID_CONTEXT, "context", "context must be an object"))
-        elif type(ctx) is not dict:
-            walk_free(ctx, "context", 2, out)
-        else:
-            # A flat object of short strings (the usual context) has nothing to report.
-            for key, item in ctx.items():
-                if type(item) is not str or len(item) > MAX_STRING or len(key) > MAX_STRING:
-                    walk_free(ctx, "context", 2, out)
-                    break
+        if loguro:
+            ts = record.get("timestamp")
+            if type(ts) is not str or (ts not in valid_times and not is_date_time(ts)):
+                out.append(FieldError(E.INVALID_TIMESTAMP, "timestamp",
+                                      "Invalid or missing timestamp"))
+            ctx = record.get("context")
+            if not isinstance(ctx, dict):
+                out.append(FieldError(E.INVALID_CONTEXT, "context",
+                                      "context must be an object"))
+            elif type(ctx) is not dict:
+                walk_free(ctx, "context", 2, out)
+            else:
+                # A flat object of short strings (the usual context) has nothing to report.
+                for key, item in ctx.items():
+                    if type(item) is not str or len(item) > MAX_STRING or \
+                            len(key) > MAX_STRING:
+                        walk_free(ctx, "context", 2, out)
+                        break
         if not known.issuperset(record):
             for key in record:
                 if key not in known:

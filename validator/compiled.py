@@ -30,7 +30,13 @@ from msgspec import to_builtins
 
 from validator import errors as E
 from validator.checker import MAX_ERRORS_PER_RECORD, compile_record, pairs_hook
-from validator.definition import normalize, record_schema
+from validator.definition import (
+    DEFAULT_ENVELOPE,
+    envelope_of,
+    normalize,
+    record_fields,
+    record_schema,
+)
 from validator.errors import BodyError, FieldError, RecordError
 from validator.fast import FastPath, build, failing_times
 
@@ -204,10 +210,16 @@ class CompiledDataset:
     def __init__(self, definition: dict[str, Any]) -> None:
         self.definition: dict[str, Any] = normalize(definition)
         self.json_schema: dict[str, Any] = record_schema(self.definition)
-        self._check = compile_record(self.definition["fields"])
-        self._fast: FastPath | None = build(self.definition["fields"])
+        self.envelope: str = envelope_of(self.definition)
+        """``loguro``, ``none`` or ``event`` (see :mod:`validator.definition`): the caller
+        completes the valid records of an ``event`` dataset with their ids and timestamps
+        (:func:`strictgate.ingest.event_records.complete_events`)."""
+        fields = record_fields(self.definition)
+        loguro = self.envelope == DEFAULT_ENVELOPE
+        self._check = compile_record(fields, loguro)
+        self._fast: FastPath | None = build(fields, loguro)
         self._scanner: Scanner | None = build_scanner(
-            self.definition["fields"]) if SCANNER_ENABLED else None
+            fields, loguro) if SCANNER_ENABLED else None
 
     @property
     def has_fast_path(self) -> bool:

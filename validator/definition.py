@@ -1,15 +1,27 @@
 """Dataset definitions: checked against ``schemas/definition.schema.json``, normalized, and
 turned into one draft 2020-12 JSON Schema for a record.
 
-The normalized form (what the registry stores) spells every field as an object and every
+The normalized form (what the registry digests) spells every field as an object and every
 top-level field's ``required`` as a boolean; nested objects keep JSON Schema's ``required``
-list and are closed unless ``"additionalProperties": true``.
+list and are closed unless ``additionalProperties`` is ``true`` (any members) or a field
+declaration (members of that declaration). ``envelope`` is kept only when it is not the
+default ``loguro``, so a definition written before envelopes existed digests as it did.
+
+Envelopes (what every record carries besides its declared fields):
+
+- ``loguro`` (the default): ``timestamp`` (RFC 3339) and ``context`` (an object), both
+  required and not declarable;
+- ``none``: nothing; ``timestamp`` and ``context`` are ordinary declarable fields;
+- ``event`` (Operyn's events): the server gives each record an ``id`` (not declarable, not
+  sent) and, when the record has none, its receipt time as ``timestamp``, an optional
+  field of type timestamp unless the definition declares it (then as a timestamp).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -21,6 +33,13 @@ from validator.ecma_regex import PatternError, compile_pattern
 from validator.errors import DefinitionError
 
 RESERVED = ("timestamp", "context")
+ENVELOPES = ("loguro", "none", "event")
+DEFAULT_ENVELOPE = "loguro"
+# What the server adds to every record of an event dataset (so a definition cannot declare it)
+EVENT_ID = "id"
+EVENT_TIMESTAMP = "timestamp"
+# The event time of an event dataset that does not declare its own
+IMPLICIT_EVENT_TIMESTAMP: dict[str, Any] = {"type": "timestamp", "required": False}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Declared structure may nest this deep (the record is level 1, the limit for records is 32).
 MAX_DECLARED_DEPTH = 30
@@ -54,8 +73,26 @@ def _deepest(errs: list[ValidationError]) -> ValidationError:
     return best
 
 
+def envelope_of(definition: Any) -> str:
+    """The envelope a definition (as written or normalized) names, ``loguro`` when absent."""
+    given = definition.get("envelope") if isinstance(definition, Mapping) else None
+    return given if isinstance(given, str) and given in ENVELOPES else DEFAULT_ENVELOPE
+
+
+def _reserved_name(name: str, envelope: str) -> str:
+    """Why field ``name`` cannot be declared under ``envelope``."""
+    if envelope == DEFAULT_ENVELOPE:
+        return (f"field name {name!r} cannot be declared"
+                " (reserved: timestamp, context, names starting with __)")
+    if envelope == "event" and name == EVENT_ID:
+        return (f"field name {name!r} cannot be declared: with envelope \"event\" the server"
+                " assigns every record its id")
+    return f"field name {name!r} cannot be declared (reserved: names starting with __)"
+
+
 def _meta_problems(definition: Any) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    envelope = envelope_of(definition)
     for err in _meta_validator().iter_errors(definition):
         # oneOf/anyOf failures say little; their closest sub-error says what is wrong.
         shown: ValidationError = err
@@ -64,8 +101,7 @@ def _meta_problems(definition: Any) -> list[tuple[str, str]]:
         parts = list(shown.absolute_path)
         if "propertyNames" in shown.absolute_schema_path:
             parts.append(str(shown.instance))
-            problems.append((pointer(parts), f"field name {shown.instance!r} cannot be declared"
-                             " (reserved: timestamp, context, names starting with __)"))
+            problems.append((pointer(parts), _reserved_name(str(shown.instance), envelope)))
             continue
         problems.append((pointer(parts), shown.message[:300]))
     return problems
@@ -104,6 +140,8 @@ def _semantic_problems(decl: dict[str, Any], at: list[str | int], depth: int, to
             out.append((pointer([*at, "required"]), "a required list needs type object"))
         props = decl.get("properties", {})
         for i, name in enumerate(req):
+            # An open object (additionalProperties true or a declaration) may require
+            # members it does not list.
             if isinstance(props, dict) and name not in props and not decl.get(
                     "additionalProperties", False):
                 out.append((pointer([*at, "required", i]), f"{name!r} is not a property"))
@@ -130,6 +168,9 @@ def _semantic_problems(decl: dict[str, Any], at: list[str | int], depth: int, to
     items = decl.get("items")
     if isinstance(items, dict):
         _semantic_problems(items, [*at, "items"], depth + 1, False, out)
+    additional = decl.get("additionalProperties")
+    if isinstance(additional, dict):
+        _semantic_problems(additional, [*at, "additionalProperties"], depth + 1, False, out)
     props = decl.get("properties")
     if isinstance(props, dict):
         for name, sub in props.items():
@@ -150,6 +191,8 @@ def _expand(decl: Any) -> Any:
             out[key] = int(out[key])
     if isinstance(out.get("items"), str | dict):
         out["items"] = _expand(out["items"])
+    if isinstance(out.get("additionalProperties"), str | dict):
+        out["additionalProperties"] = _expand(out["additionalProperties"])
     if isinstance(out.get("properties"), dict):
         out["properties"] = {k: _expand(v) for k, v in out["properties"].items()}
     return out
@@ -199,11 +242,19 @@ def normalize(definition: Any) -> dict[str, Any]:
     for name, decl in fields.items():
         if isinstance(decl, dict):
             _semantic_problems(decl, ["fields", name], 2, True, problems)
+    envelope = envelope_of(definition)
+    if envelope == "event" and EVENT_TIMESTAMP in fields:
+        _event_timestamp_problems(fields[EVENT_TIMESTAMP], problems)
+    if envelope == "none" and isinstance(given, dict) and not given:
+        problems.append(("/fields", 'with envelope "none" a record is only its declared'
+                         " fields: declare at least one"))
     if problems:
         raise DefinitionError(sorted(set(problems)))
     out: dict[str, Any] = {}
     if "description" in definition:
         out["description"] = definition["description"]
+    if envelope != DEFAULT_ENVELOPE:
+        out["envelope"] = envelope
     out["fields"] = {}
     for name, decl in fields.items():
         decl = dict(decl)
@@ -212,6 +263,29 @@ def normalize(definition: Any) -> dict[str, Any]:
             decl["required"] = decl.get("required", True) is not False
         out["fields"][name] = decl
     return out
+
+
+def _event_timestamp_problems(decl: Any, out: list[tuple[str, str]]) -> None:
+    """An event dataset's own ``timestamp``: the event time, which the server fills in
+    when a record has none, so it is a plain (non-null) timestamp, maybe required."""
+    if not isinstance(decl, dict):
+        return  # the meta-schema has said what is wrong
+    if decl.get("type") != "timestamp" or set(decl) - {"type", "description", "required"} \
+            or not isinstance(decl.get("required", False), bool):
+        out.append((pointer(["fields", EVENT_TIMESTAMP]), 'with envelope "event", timestamp'
+                    " is the event time (the receipt time when a record has none): declare it"
+                    ' as {"type": "timestamp"}, maybe with "required": true, nothing else'))
+
+
+def record_fields(normalized: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields a record of a normalized definition is checked against, the envelope's
+    ``timestamp`` and ``context`` aside (the record check handles those of ``loguro``):
+    the declared ones, and for ``event`` first ``timestamp`` (declared or implicit)."""
+    fields: dict[str, dict[str, Any]] = normalized["fields"]
+    if envelope_of(normalized) != "event":
+        return fields
+    stamp = fields.get(EVENT_TIMESTAMP) or dict(IMPLICIT_EVENT_TIMESTAMP)
+    return {EVENT_TIMESTAMP: stamp, **{n: d for n, d in fields.items() if n != EVENT_TIMESTAMP}}
 
 
 def field_schema(decl: dict[str, Any]) -> dict[str, Any]:
@@ -226,8 +300,8 @@ def field_schema(decl: dict[str, Any]) -> dict[str, Any]:
     for key, value in decl.items():
         if key in ("type", "required") and not (key == "required" and isinstance(value, list)):
             continue
-        if key == "items":
-            out["items"] = field_schema(value)
+        if key == "items" or (key == "additionalProperties" and isinstance(value, dict)):
+            out[key] = field_schema(value)
         elif key == "properties":
             out["properties"] = {k: field_schema(v) for k, v in value.items()}
         else:
@@ -238,13 +312,15 @@ def field_schema(decl: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_schema(normalized: dict[str, Any]) -> dict[str, Any]:
-    """One draft 2020-12 JSON Schema document for a record of the dataset."""
-    props: dict[str, Any] = {
-        "timestamp": {"type": "string", "format": "date-time"},
-        "context": {"type": "object"},
-    }
-    required = ["timestamp", "context"]
-    for name, decl in normalized["fields"].items():
+    """One draft 2020-12 JSON Schema document for a record of the dataset (as the client
+    sends it: an event's ``id`` is the server's)."""
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    if envelope_of(normalized) == DEFAULT_ENVELOPE:
+        props = {"timestamp": {"type": "string", "format": "date-time"},
+                 "context": {"type": "object"}}
+        required = ["timestamp", "context"]
+    for name, decl in record_fields(normalized).items():
         props[name] = field_schema(decl)
         if decl["required"] is not False:
             required.append(name)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import accumulate, repeat
 from operator import attrgetter, ne
-from typing import Annotated, Any, NewType, Union
+from typing import Annotated, Any, Literal, NewType, Union
 
 import msgspec
 import numpy as np
@@ -62,6 +62,7 @@ _new_type: Any = NewType
 _union: Any = Union
 _list: Any = list
 _dict: Any = dict
+_literal: Any = Literal
 
 
 def _json_type(depth: int) -> Any:
@@ -331,9 +332,56 @@ def _float_meta(decl: dict[str, Any]) -> Meta | None:
     return meta(**kw)  # type: ignore[no-any-return]
 
 
+def _nullable(decl: dict[str, Any], kind: str) -> bool | None:
+    """Whether ``decl`` is of type ``kind`` alone (False) or with ``"null"`` (True); None
+    for any other type."""
+    t = decl.get("type")
+    kinds = [t] if isinstance(t, str) else list(t or [])
+    if kinds in ([kind], [kind, "null"], ["null", kind]):
+        return "null" in kinds
+    return None
+
+
+def _special_type(decl: dict[str, Any]) -> Any:
+    """The msgspec type of a string enum (a ``Literal``) or an object of undeclared members
+    only: free (``additionalProperties: true``, typed as ``context`` is) or of a plain
+    declared type (``additionalProperties: {"type": "string"}``: a ``dict``); None for any
+    other field. These decode exactly as the precise checker decides: the members' limits
+    are those of :data:`Str`, ``Int64`` and ``Float``, a repeated key is caught by the
+    quote count (:meth:`FastPath.no_duplicates`), a value of another shape fails the
+    decode."""
+    base: Any = None
+    if "enum" in decl:
+        nullable = _nullable(decl, "string")
+        values = decl["enum"]
+        if nullable is None or set(decl) - {"type", "description", "required", "enum"} or \
+                not values or not all(type(v) is str and len(v) <= MAX_STRING for v in values):
+            return None
+        base = _literal[tuple(dict.fromkeys(values))]
+    else:
+        nullable = _nullable(decl, "object")
+        additional = decl.get("additionalProperties")
+        if nullable is None or set(decl) - {"type", "description", "required",
+                                            "additionalProperties"}:
+            return None
+        if additional is True:
+            base = Context
+        elif isinstance(additional, dict) and not set(additional) & {"pattern", "format"}:
+            member = _field_type({**additional, "required": True})
+            if member is None or member[1]:  # timestamps are checked in bulk by field only
+                return None
+            base = _dict[Str, member[0]]
+        else:
+            return None
+    return Union[base, None] if nullable else base  # noqa: UP007
+
+
 def _field_type(decl: dict[str, Any]) -> tuple[Any, bool] | None:
     """(msgspec type, is a timestamp) of a field, or None when msgspec cannot check it
     exactly."""
+    if "enum" in decl or "additionalProperties" in decl:
+        special = _special_type(decl)
+        return None if special is None else (special, False)
     if set(decl) - _ALLOWED:
         return None
     scalar = scalar_type(decl)
@@ -379,7 +427,7 @@ class FastPath:
     def __init__(self, struct: type[msgspec.Struct], flat_struct: type[msgspec.Struct],
                  timestamp_attrs: list[str], timestamp_names: list[str],
                  optional_timestamps: bool, fixed_quotes: int | None,
-                 patterns: list[tuple[str, EcmaPattern]]) -> None:
+                 patterns: list[tuple[str, EcmaPattern]], has_context: bool = True) -> None:
         self.struct = struct
         self.batch = msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
         self.one = msgspec.json.Decoder(struct)
@@ -391,7 +439,10 @@ class FastPath:
         self.optional_timestamps = optional_timestamps
         # Quotes each record adds besides its context when no field is optional or nullable.
         self.fixed_quotes = fixed_quotes
-        self.context = attrgetter("c")
+        # Records without the Loguro envelope have no context: every record's is empty, so
+        # the quote counts below need no case of their own.
+        self.has_context = has_context
+        self.context: Callable[[Any], Any] = attrgetter("c") if has_context else _no_context
         # (getter, compiled pattern) of each field with a pattern, checked after the decode
         self.patterns = [(attrgetter(a), p) for a, p in patterns]
 
@@ -463,6 +514,9 @@ class FastPath:
         a nested context counts as not decoded; when many do, every record is decoded
         with the general decoder instead."""
         one = self.one.decode
+        if self.fixed_quotes is not None and not self.has_context:
+            good, bad = decode_each(one, raws)
+            return good, bad, True
         if self.fixed_quotes is not None and self._flat_contexts(raws):
             good, bad = decode_each(self.one_flat.decode, raws)
             if len(bad) * 4 <= len(raws) or not decode_each(one, [raws[i] for i in bad])[0]:
@@ -574,15 +628,26 @@ class FastPath:
         return raw_quotes == _ENCODER.encode(records).count(b'"')
 
 
-def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
-    """The fast path of a normalized definition's ``fields``, or None if it has none."""
-    spec: list[tuple[str, Any, Any]] = [("t", Str, msgspec.NODEFAULT),
-                                        ("c", Context, msgspec.NODEFAULT)]
-    rename = {"t": "timestamp", "c": "context"}
-    timestamp_attrs = ["t"]
+def _no_context(record: Any) -> tuple[()]:
+    """The context of a record without the Loguro envelope: nothing."""
+    return ()
+
+
+def build(fields: dict[str, dict[str, Any]], loguro: bool = True) -> FastPath | None:
+    """The fast path of a normalized definition's record ``fields`` (see
+    :func:`validator.definition.record_fields`; ``loguro``: records also carry
+    ``timestamp`` and ``context``), or None if it has none."""
+    spec: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    timestamp_attrs: list[str] = []
+    fixed: int | None = 0
+    if loguro:
+        spec = [("t", Str, msgspec.NODEFAULT), ("c", Context, msgspec.NODEFAULT)]
+        rename = {"t": "timestamp", "c": "context"}
+        timestamp_attrs = ["t"]
+        fixed = 2 * 2 + 2  # keys timestamp, context; the timestamp's value
     patterns: list[tuple[str, EcmaPattern]] = []
     optional_ts = False
-    fixed: int | None = 2 * 2 + 2  # keys timestamp, context; the timestamp's value
     for i, (name, decl) in enumerate(fields.items()):
         typed = _field_type(decl)
         if typed is None:
@@ -603,6 +668,8 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
         if fixed is not None:
             if nullable or decl["required"] is False:
                 fixed = None
+            elif "additionalProperties" in decl:
+                fixed = None  # an object: its members' quotes vary
             else:
                 kinds = decl["type"] if isinstance(decl["type"], list) else [decl["type"]]
                 fixed += 2 + (2 if kinds[0] in ("string", "timestamp") else 0)
@@ -619,4 +686,4 @@ def build(fields: dict[str, dict[str, Any]]) -> FastPath | None:
         # surrogates: such definitions take the precise path.
         return None
     return FastPath(struct, flat, timestamp_attrs, [rename[a] for a in timestamp_attrs],
-                    optional_ts, fixed, patterns)
+                    optional_ts, fixed, patterns, loguro)

@@ -49,7 +49,8 @@ EXOTIC = 2
 MAX_NEST = 24
 # Keys of the objects open at once inside ``context`` that are compared for repeats.
 MAX_KEYS = 512
-# Fields a record can have: ``timestamp``, ``context`` and the declared ones (one bit each).
+# Fields a record can have: ``timestamp``, ``context`` (the Loguro envelope) and the declared
+# ones (one bit each).
 MAX_FIELDS = 62
 
 _KINDS = {"string": KIND_STRING, "number": KIND_NUMBER, "integer": KIND_INTEGER,
@@ -630,16 +631,18 @@ def _encodable(name: str) -> bool:
     return True
 
 
-def build_scanner(fields: dict[str, dict[str, Any]]) -> Scanner | None:
-    """The scanner of a normalized definition's ``fields``, or None when a field needs more
-    than the scanner checks (bounds, patterns, enums, formats but date-time, arrays,
-    objects): such definitions take the msgspec and precise paths."""
+def build_scanner(fields: dict[str, dict[str, Any]], loguro: bool = True) -> Scanner | None:
+    """The scanner of a normalized definition's record ``fields`` (see
+    :func:`validator.definition.record_fields`; ``loguro``: records also carry
+    ``timestamp`` and ``context``), or None when a field needs more than the scanner checks
+    (bounds, patterns, enums, formats but date-time, arrays, objects): such definitions
+    take the msgspec and precise paths."""
     if len(fields) + 2 > MAX_FIELDS:
         return None
-    names = ["timestamp", "context"]
-    kinds = [KIND_TIMESTAMP, KIND_CONTEXT]
-    flags = [0, 0]
-    required = [True, True]
+    names = ["timestamp", "context"] if loguro else []
+    kinds = [KIND_TIMESTAMP, KIND_CONTEXT] if loguro else []
+    flags = [0, 0] if loguro else []
+    required = [True, True] if loguro else []
     for name, decl in fields.items():
         if not _encodable(name):
             return None

@@ -1,1 +1,0 @@
-"""The HTTP data plane: seed 004's dataset ingest endpoints."""

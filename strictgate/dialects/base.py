@@ -1,0 +1,90 @@
+"""What a dialect is: one public ingest API spoken over the one core.
+
+A dialect owns the edges of a request and nothing in between. It lists its routes, turns a
+request into the core's call (who is asking, which dataset, whether the body is one record
+or an array, any rewrite of the records the API promises), and turns the core's outcome or
+error into its own answer. The core (:func:`strictgate.ingest.core.submit`: resolve the
+dataset, read and validate the body, admit and queue) is the same path for every dialect.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strictgate.errors import ApiError, error_response
+
+if TYPE_CHECKING:
+    from strictgate.context import AppContext
+    from strictgate.ingest.core import Outcome
+    from strictgate.registry.apikeys import Principal
+
+
+@dataclass(frozen=True)
+class IngestRoute:
+    """One ingest route: a ``POST`` path (Starlette's template syntax, ``{name}`` matching
+    one non-empty segment) served by ``dialect``."""
+
+    path: str
+    name: str
+    dialect: Dialect
+    batch: bool
+    dataset: str | None = None
+    """The dataset this route always writes to, or None when the request names it."""
+    label: str = ""
+    """What the dialect needs to tell its routes apart (e.g. Operyn's event kind)."""
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The path's segments, ``{...}`` ones matching any one non-empty segment."""
+        return tuple(self.path.split("/")[1:])
+
+
+class Dialect(abc.ABC):
+    """One public ingest API. Subclasses fill in the edges; see the module docstring."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def routes(self) -> list[IngestRoute]:
+        """The dialect's ingest routes, in match order."""
+
+    @abc.abstractmethod
+    async def principal(self, request: Request, ctx: AppContext) -> Principal:
+        """The verified caller (the project always comes from verified claims), or an
+        :class:`ApiError` (401/403/503)."""
+
+    @abc.abstractmethod
+    def dataset(self, request: Request, route: IngestRoute, path_params: Mapping[str, str]
+                ) -> str:
+        """The dataset id the request writes to (400 for an invalid one)."""
+
+    def rewrite(self, route: IngestRoute, payload: bytes) -> bytes | None:
+        """A new body carrying the changes the API promises (e.g. trimmed names), or None
+        when nothing changes. ``payload`` is the validated records as one JSON array; a new
+        body is validated again, in full, before anything is queued."""
+        return None
+
+    async def check(self, ctx: AppContext, principal: Principal, route: IngestRoute,
+                    payload: bytes) -> None:
+        """A last look at the valid records before admission (e.g. an open project's
+        service limit); raises an :class:`ApiError` to refuse. Default: no check."""
+        return None
+
+    event_datasets_only: bool = False
+    """Whether the API answers with server-assigned record ids, so it can only write to
+    datasets whose definition has the ``event`` envelope."""
+
+    @abc.abstractmethod
+    def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]
+                 ) -> Response:
+        """The 2xx answer for an admitted (or replayed) request."""
+
+    def error(self, route: IngestRoute | None, err: ApiError) -> Response:
+        """An error answer in the dialect's shape (default: the strictgate grammar)."""
+        return error_response(err)

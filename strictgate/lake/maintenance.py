@@ -1,0 +1,143 @@
+"""Compaction of the lake, callable on its own (``strictgate lake compact``, the worker's
+schedule).
+
+One pass: merge adjacent small data files (``ducklake_merge_adjacent_files``), expire
+snapshots older than the time-travel window (``ducklake_expire_snapshots``), delete the
+files no snapshot needs any more (``ducklake_cleanup_old_files``) and files the catalog
+never knew, e.g. written by a writer killed before its commit
+(``ducklake_delete_orphaned_files``, only those older than ``orphan_grace`` so a commit in
+flight keeps its files). Data inlining is off (see :mod:`strictgate.lake.engine`), so there is
+nothing to flush.
+
+Verified with DuckLake 1.5.5 here: merging rewrites the small files of each partition into
+one bigger file in a new snapshot, and the merged file keeps each row's snapshot, so time
+travel (``AT (VERSION => n)``) to a snapshot still in the window reads the same rows from
+it: the replaced small files are scheduled for deletion at once and ``cleanup_old_files``
+removes them after ``orphan_grace`` (queries running at that moment may still read them);
+expiring snapshots drops the ability to travel back past the window; every step is its own
+commit, so a writer committing meanwhile either goes first or retries ("database is locked"
+with the SQLite catalog); a process killed during a step leaves the previous state (files it
+wrote are orphans, removed by a later pass). The table functions are only found under their
+``ducklake_`` names when the extension is LOADed from a file (``lake.ducklake_...`` fails).
+
+``older_than`` is not a time in a SQLite catalog (read in DuckLake 1.5.5's source, then
+verified): it stores ``snapshot_time`` and ``schedule_start`` as VARCHAR
+(``2026-06-10 12:00:00.123+00``) and compares them as text with the literal it formats
+(``2026-06-10T11:00:00+00``); ``' ' < 'T'``, so every snapshot and every scheduled file of the
+threshold's *day* passes, whatever its time. ``expire_snapshots(older_than => now - 1 h)``
+expired snapshots seconds old, and ``cleanup_old_files(older_than => now - 1 h)`` deleted the
+files a merge had replaced a moment before, while a query that had started before the merge
+was still reading them: "IO Error: Cannot open file ... No such file or directory". Hence:
+snapshots are expired by id (``versions =>``, chosen here from ``ducklake_snapshots``, whose
+times are typed), and old files are cleaned with the threshold moved back to the end of the
+day before (text and time comparisons agree across days), so a replaced file stays at least
+``orphan_grace`` (up to a day more). ``delete_orphaned_files`` compares the files' real
+modification times and needs no such care.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from strictgate.lake.engine import ALIAS, LakeConfig, connect, retry
+from strictgate.lake.tables import META
+
+
+@dataclass
+class CompactionReport:
+    """What one pass did (counts of rows the DuckLake functions returned)."""
+
+    files_merged: int = 0
+    snapshots_expired: int = 0
+    files_deleted: int = 0
+    orphans_deleted: int = 0
+    ledger_pruned: int = 0
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+def expirable_snapshots(con: duckdb.DuckDBPyConnection, before: datetime) -> list[int]:
+    """Ids of the snapshots taken before ``before``, never the newest one."""
+    rows = con.execute(
+        f"SELECT snapshot_id FROM ducklake_snapshots('{ALIAS}') WHERE snapshot_time < ?"
+        f" AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{ALIAS}'))"
+        " ORDER BY snapshot_id", [before]).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def text_safe_threshold(before: datetime) -> datetime:
+    """The last microsecond of the day before ``before`` (UTC): a threshold that a text
+    comparison of DuckLake's SQLite timestamps applies the same as a time comparison, and
+    that is never later than ``before``."""
+    day = before.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(microseconds=1)
+
+
+def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timedelta(days=7),
+            orphan_grace: timedelta = timedelta(hours=1),
+            ledger_retention: timedelta | None = timedelta(days=7),
+            now: datetime | None = None) -> CompactionReport:
+    """One compaction pass over the attached lake; ``keep_snapshots`` is the time-travel
+    window (snapshots younger than it stay, with their files). Ledger rows older than
+    ``ledger_retention`` are dropped first: an entry is redelivered only while it is
+    pending in the queue, which is far shorter, and every commit reads the ledger."""
+    report = CompactionReport()
+    started = time.perf_counter()
+    moment = now or datetime.now(UTC)
+
+    def step(name: str, sql: str, params: list[object] | None = None) -> list[Any]:
+        begun = time.perf_counter()
+        rows = retry(lambda: con.execute(sql, params or []).fetchall())
+        report.steps[name] = time.perf_counter() - begun
+        return rows
+
+    lake = f"'{ALIAS}'"
+    if ledger_retention is not None and _has_ledger(con):
+        # DELETE answers one row: the count
+        report.ledger_pruned = int(step(
+            "prune_ledger", f"DELETE FROM {ALIAS}.{META}.ledger WHERE committed_at < ?",
+            [moment - ledger_retention])[0][0])
+    report.files_merged = len(step("merge", f"CALL ducklake_merge_adjacent_files({lake})"))
+    expired = expirable_snapshots(con, moment - keep_snapshots)
+    if expired:
+        report.snapshots_expired = len(step(
+            "expire", f"CALL ducklake_expire_snapshots({lake}, versions => ?)", [expired]))
+    # files of expired snapshots and files a merge replaced: kept ``orphan_grace`` more for
+    # queries still reading them
+    if orphan_grace > timedelta(0):
+        report.files_deleted = len(step(
+            "cleanup", f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)",
+            [text_safe_threshold(moment - orphan_grace)]))
+    else:  # no grace asked for (tests, an operator's explicit choice): every file now
+        report.files_deleted = len(step(
+            "cleanup", f"CALL ducklake_cleanup_old_files({lake}, cleanup_all => true)"))
+    report.orphans_deleted = len(step(
+        "orphans", f"CALL ducklake_delete_orphaned_files({lake}, older_than => ?)",
+        [moment - orphan_grace]))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the lake has its ledger yet (a lake no writer committed to has none)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?"
+        " AND table_name = 'ledger'", [ALIAS, META]).fetchone()
+    return bool(found and found[0])
+
+
+def compact_lake(config: LakeConfig, *, keep_snapshots: timedelta = timedelta(days=7),
+                 orphan_grace: timedelta = timedelta(hours=1),
+                 ledger_retention: timedelta | None = timedelta(days=7)) -> CompactionReport:
+    """Open the lake, run :func:`compact`, close."""
+    con = connect(config)
+    try:
+        return compact(con, keep_snapshots=keep_snapshots, orphan_grace=orphan_grace,
+                       ledger_retention=ledger_retention)
+    finally:
+        con.close()

@@ -1,0 +1,349 @@
+"""Dataset tables: one DuckDB schema per project, one DuckLake table per dataset, typed from
+the dataset's definition, and the column map of every definition version.
+
+Columns. ``string`` VARCHAR, ``number`` DOUBLE, ``integer`` BIGINT, ``boolean`` BOOLEAN,
+``timestamp`` TIMESTAMPTZ; every other field (objects, arrays, unions of types, enum/const
+without one type) and ``context`` are JSON. System columns come first: ``__receivedAt``
+(TIMESTAMPTZ), ``__entryId`` (the queue entry), ``__seq`` (the record's place in its entry),
+``__traceId``, ``__datasetVersion`` and ``__absent`` (see below). Then the envelope's
+columns (see :mod:`validator.definition`): ``timestamp`` and ``context`` for ``loguro``,
+``id`` (VARCHAR) and ``timestamp`` for ``event`` (every stored event has both: the server
+assigns them), none for ``none``; then the declared fields.
+
+Values read back as sent (:mod:`strictgate.lake.reader` rebuilds each record from its version's
+map):
+
+- timestamp fields (and the record's ``timestamp``) keep their exact text in a VARCHAR column
+  beside the typed one (``<field>__text``); the reader returns the text. The typed column is
+  for queries: the instant in UTC truncated to microseconds (nanoseconds cut, not rounded);
+  a leap second ``23:59:60`` is stored as the next second (``00:00:00`` of the next day, as
+  PostgreSQL does); a lowercase ``t``/``z`` is read as uppercase; offsets become UTC.
+- ``number`` is an IEEE double: the value of the sent text (-0.0 keeps its sign, 1e308 and
+  5e-324 exact, 1.5e-400 is 0.0 as in any JSON parser; the validator refuses non-finite
+  numbers); the reader returns a float, so ``5`` comes back as ``5.0``.
+- ``integer`` is BIGINT: int64 bounds exact; the validator accepts ``1.0`` and ``1e2`` as
+  integers, they come back as ``1`` and ``100``.
+- strings are stored decoded (escapes such as ``\\u00e9`` come back as the character);
+  a string whose text is itself JSON stays a string.
+- JSON columns keep the value's text (numbers exactly as written) minus insignificant
+  whitespace, escapes decoded; the reader parses it (ints exact, the validator allows only
+  int64 and finite numbers).
+- an optional field that was left out is listed in ``__absent`` (VARCHAR[], NULL when none
+  is), so "absent" and "null" read back differently.
+- the order of a record's top-level keys is not kept: definition order (``timestamp``,
+  ``context``, then the fields), then the system fields. Nested JSON keeps its order.
+
+Versions. Each version's fields map to columns in ``__strictgate.columns``. A field whose
+storage kind is unchanged keeps its column (constraints do not matter to storage); a new
+field, or a field whose kind changed (e.g. number -> string, object -> integer), gets a new
+nullable column added in place (``ALTER TABLE ADD COLUMN``), named after the field, or
+``<field>__v<version>`` when that name is taken (compared case-insensitively, as DuckDB
+does). Old rows keep their old column, so rows of every version stay readable, each through
+its own version's map; a removed field leaves its column (NULL in newer rows).
+
+Partitioning: by ``year/month/day(__receivedAt)`` (UTC). A worker batch is received within
+moments, so a commit lands in one partition (partitioning by the record's own
+``timestamp`` would scatter a backfill over many tiny files), and the read API's ``from``/
+``to`` and receipt order are on ``__receivedAt``, so they prune partitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+
+from strictgate.lake.engine import ALIAS, quote_ident, retry
+from validator.definition import (
+    DEFAULT_ENVELOPE,
+    EVENT_ID,
+    EVENT_TIMESTAMP,
+    envelope_of,
+    scalar_type,
+)
+
+META = "__strictgate"
+SQL_TYPES = {"string": "VARCHAR", "number": "DOUBLE", "integer": "BIGINT",
+             "boolean": "BOOLEAN", "timestamp": "TIMESTAMPTZ", "json": "JSON"}
+# what json_transform extracts for each kind (timestamps as their text)
+TRANSFORM_TYPES = {**SQL_TYPES, "timestamp": "VARCHAR"}
+SYSTEM_COLUMNS = (("__receivedAt", "TIMESTAMPTZ"), ("__entryId", "VARCHAR"),
+                  ("__seq", "INTEGER"), ("__traceId", "VARCHAR"),
+                  ("__datasetVersion", "INTEGER"), ("__absent", "VARCHAR[]"))
+
+
+@dataclass(frozen=True)
+class FieldColumn:
+    """Where one field of one version is stored."""
+
+    field: str
+    kind: str
+    column: str
+    text_column: str | None
+    optional: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The column map of one definition version of a dataset."""
+
+    project: str
+    dataset: str
+    version: int
+    fields: tuple[FieldColumn, ...]
+
+    @property
+    def table(self) -> str:
+        """The quoted, catalog-qualified table name."""
+        return table_name(self.project, self.dataset)
+
+
+def table_name(project: str, dataset: str) -> str:
+    """``lake."<project>"."<dataset>"``."""
+    return f"{ALIAS}.{quote_ident(project)}.{quote_ident(dataset)}"
+
+
+def fence_table(project: str, dataset: str) -> str:
+    """The dataset's fence table (one row the writer UPDATEs in every commit).
+
+    Named by a hash: ids may contain ``_``, so a plain join of project and dataset could
+    name two datasets alike."""
+    digest = hashlib.sha256(f"{project}\0{dataset}".encode()).hexdigest()[:24]
+    return f"{ALIAS}.{META}.{quote_ident('fence_' + digest)}"
+
+
+def field_kinds(definition: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """(field, kind, optional) of a normalized definition, the envelope's fields first."""
+    envelope = envelope_of(definition)
+    out: list[tuple[str, str, bool]] = []
+    if envelope == DEFAULT_ENVELOPE:
+        out = [("timestamp", "timestamp", False), ("context", "json", False)]
+    elif envelope == "event":
+        # Stored events all have both (the server's id; the receipt time if none was sent).
+        out = [(EVENT_ID, "string", False), (EVENT_TIMESTAMP, "timestamp", False)]
+    for name, decl in definition["fields"].items():
+        if envelope == "event" and name == EVENT_TIMESTAMP:
+            continue
+        scalar = scalar_type(decl)
+        out.append((name, scalar[0] if scalar else "json", decl.get("required") is False))
+    return out
+
+
+def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the bookkeeping schema and tables if missing."""
+    def attempt() -> None:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{META}")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {ALIAS}.{META}.columns (project VARCHAR,"
+            " dataset VARCHAR, version INTEGER, position INTEGER, field VARCHAR,"
+            " kind VARCHAR, column_name VARCHAR, text_column VARCHAR, optional BOOLEAN)")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {ALIAS}.{META}.ledger (project VARCHAR,"
+            " dataset VARCHAR, entry_id VARCHAR, records BIGINT, committed_at TIMESTAMPTZ)")
+    retry(attempt)
+
+
+def load_layouts(con: duckdb.DuckDBPyConnection, project: str,
+                 dataset: str) -> dict[int, Layout]:
+    """Every version's column map of a dataset (empty when it has no table)."""
+    rows = con.execute(
+        f"SELECT version, field, kind, column_name, text_column, optional"
+        f" FROM {ALIAS}.{META}.columns WHERE project = ? AND dataset = ?"
+        " ORDER BY version, position", [project, dataset]).fetchall()
+    fields: dict[int, list[FieldColumn]] = {}
+    for version, field, kind, column, text_column, optional in rows:
+        fields.setdefault(int(version), []).append(
+            FieldColumn(field, kind, column, text_column, bool(optional)))
+    return {v: Layout(project, dataset, v, tuple(f)) for v, f in fields.items()}
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, project: str, dataset: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ?"
+        " AND table_schema = ? AND table_name = ?", [ALIAS, project, dataset]).fetchall()
+    return [r[0] for r in rows]
+
+
+def _free_name(base: str, version: int, taken: set[str]) -> str:
+    """``base`` unless taken (case-insensitively), else ``base__v<version>[_n]``."""
+    candidates = [base, f"{base}__v{version}"]
+    candidates += [f"{base}__v{version}_{n}" for n in range(2, 1000)]
+    for name in candidates:
+        if name.lower() not in taken:
+            taken.add(name.lower())
+            return name
+    raise ValueError(f"no free column name for {base!r}")
+
+
+def plan_layout(project: str, dataset: str, version: int, definition: Mapping[str, Any],
+                existing: Mapping[int, Layout], table_columns: list[str]
+                ) -> tuple[Layout, list[tuple[str, str]]]:
+    """The column map of ``version`` and the columns to add ``(name, SQL type)``.
+
+    A field reuses the column of the newest other version that stored it with the same
+    kind; otherwise it gets a new column."""
+    taken = {c.lower() for c in table_columns} | {n.lower() for n, _ in SYSTEM_COLUMNS}
+    added: list[tuple[str, str]] = []
+    out: list[FieldColumn] = []
+    for field, kind, optional in field_kinds(definition):
+        previous = [fc for v in sorted(existing, reverse=True) for fc in existing[v].fields
+                    if fc.field == field and fc.kind == kind]
+        if previous:
+            out.append(FieldColumn(field, kind, previous[0].column, previous[0].text_column,
+                                   optional))
+            continue
+        column = _free_name(field, version, taken)
+        added.append((column, SQL_TYPES[kind]))
+        text_column = None
+        if kind == "timestamp":
+            text_column = _free_name(f"{field}__text", version, taken)
+            added.append((text_column, "VARCHAR"))
+        out.append(FieldColumn(field, kind, column, text_column, optional))
+    return Layout(project, dataset, version, tuple(out)), added
+
+
+def ensure_layout(con: duckdb.DuckDBPyConnection, project: str, dataset: str, version: int,
+                  definition: Mapping[str, Any]) -> Layout:
+    """The column map of ``version``, creating the table or adding columns first if needed.
+
+    Idempotent and safe against a concurrent caller (the loser's transaction conflicts and
+    its retry finds the map)."""
+    ensure_meta(con)
+
+    def attempt() -> Layout:
+        con.execute("BEGIN")
+        try:
+            existing = load_layouts(con, project, dataset)
+            if version in existing:
+                con.execute("ROLLBACK")
+                return existing[version]
+            columns = _table_columns(con, project, dataset)
+            layout, added = plan_layout(project, dataset, version, definition, existing,
+                                        columns)
+            table = layout.table
+            created = not columns
+            if created:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{quote_ident(project)}")
+                system = ", ".join(f"{quote_ident(n)} {t}" for n, t in SYSTEM_COLUMNS)
+                con.execute(f"CREATE TABLE {table} ({system})")
+                received = quote_ident("__receivedAt")
+                con.execute(f"ALTER TABLE {table} SET PARTITIONED BY (year({received}),"
+                            f" month({received}), day({received}))")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {fence_table(project, dataset)}"
+                            " (n BIGINT)")
+                con.execute(f"INSERT INTO {fence_table(project, dataset)} VALUES (0)")
+            for name, sql_type in added:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {sql_type}")
+            con.executemany(
+                f"INSERT INTO {ALIAS}.{META}.columns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[project, dataset, version, i, fc.field, fc.kind, fc.column, fc.text_column,
+                  fc.optional] for i, fc in enumerate(layout.fields)])
+            con.execute("COMMIT")
+            return layout
+        except BaseException:
+            # a failed COMMIT has already ended the transaction; the first error matters
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    return retry(attempt)
+
+
+def _pointer(name: str) -> str:
+    return "/" + name.replace("~", "~0").replace("/", "~1")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _timestamp_expr(text: str) -> str:
+    """TIMESTAMPTZ of RFC 3339 ``text``: upper-cased when it does not cast as is (DuckDB
+    refuses ``t``/``z``; COALESCE evaluates an argument only for the rows still NULL, so
+    the usual uppercase text is not copied); a leap second is read as second 59 plus one
+    second."""
+    upper = f"upper({text})"
+    return (f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_CAST({upper} AS TIMESTAMPTZ),"
+            f" TRY_CAST(substr({upper}, 1, 17) || '59' || substr({upper}, 20) AS TIMESTAMPTZ)"
+            " + INTERVAL 1 SECOND)")
+
+
+def record_struct(layout: Layout) -> str | None:
+    """The ``STRUCT(...)`` a record of ``layout`` is read as, or None when the JSON reader
+    cannot read it that way: an optional field (absent and null would both read as NULL)
+    or two field names equal but for case (STRUCT names are case-insensitive)."""
+    names = {fc.field.lower() for fc in layout.fields}
+    if len(names) < len(layout.fields) or any(fc.optional for fc in layout.fields):
+        return None
+    members = ", ".join(f"{quote_ident(fc.field)} {TRANSFORM_TYPES[fc.kind]}"
+                        for fc in layout.fields)
+    return f"STRUCT({members})"
+
+
+JSON_OBJECT_SIZE_FLOOR = 1 << 20
+"""Smallest ``maximum_object_size`` handed to DuckDB's JSON reader (its own default is 16 MB:
+most stage lines are far smaller, and a small floor keeps small commits cheap)."""
+
+
+def json_object_size(max_line_bytes: int) -> int:
+    """``maximum_object_size`` for lines of at most ``max_line_bytes``: the next power of two
+    above it (so few distinct values reach DuckDB), at least :data:`JSON_OBJECT_SIZE_FLOOR`."""
+    return max(JSON_OBJECT_SIZE_FLOOR, 1 << (max_line_bytes + 1).bit_length())
+
+
+def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) -> str:
+    """INSERT of every record staged in ``stage_paths`` into the layout's table.
+
+    Each stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
+    "v": version, "a": received_at, "r": [records...]}`` (``r`` is the queued JSON array as
+    is). DuckDB's JSON reader does all per-record work: no Python loop per record; it reads
+    several files in parallel (one per DuckDB thread).
+
+    A layout without optional fields is read typed by the reader itself (``r`` as a list of
+    STRUCTs: each record parsed once); otherwise each record is read as JSON and then
+    transformed, so that ``json_exists`` can tell an absent field from a null one. Both read
+    and convert a value with the same code (DuckDB's JSON transform), so the value rules
+    above hold for either.
+
+    ``max_line_bytes`` is the longest staged line: DuckDB's reader allocates buffers of
+    about twice its ``maximum_object_size`` per read, and a fixed 1 GiB made a worker's
+    resident memory climb to gigabytes; the reader gets what the lines need instead."""
+    struct = record_struct(layout)
+    names = [n for n, _ in SYSTEM_COLUMNS]
+    optional = [fc for fc in layout.fields if fc.optional]
+    if optional:
+        items = ", ".join(f"CASE WHEN NOT json_exists(j, {_literal(_pointer(fc.field))})"
+                          f" THEN {_literal(fc.field)} END" for fc in optional)
+        listed = f"list_filter([{items}], x -> x IS NOT NULL)"
+        absent = f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
+    else:
+        absent = "NULL::VARCHAR[]"
+    values = ["a::TIMESTAMPTZ", "e", "i::INTEGER", "t", "v", absent]
+    for i, fc in enumerate(layout.fields, start=1):
+        value = f"struct_extract_at(s, {i})"
+        names.append(fc.column)
+        if fc.kind == "timestamp":
+            values.append(_timestamp_expr(value))
+            assert fc.text_column is not None
+            names.append(fc.text_column)
+        values.append(value)
+    columns = ", ".join(quote_ident(n) for n in names)
+    files = "[" + ", ".join(_literal(p) for p in stage_paths) + "]"
+    record_type = f"{struct}[]" if struct else "JSON[]"
+    source = (
+        f"SELECT a, e, t, v, unnest(r) AS {'s' if struct else 'j'},"
+        f" generate_subscripts(r, 1) - 1 AS i FROM read_json({files},"
+        f" format = 'newline_delimited', maximum_object_size = {json_object_size(max_line_bytes)},"
+        " columns = {'e': 'VARCHAR', 't': 'VARCHAR', 'v': 'INTEGER', 'a': 'VARCHAR',"
+        f" 'r': {_literal(record_type)}}})")
+    if not struct:
+        spec = orjson.dumps({fc.field: TRANSFORM_TYPES[fc.kind] for fc in layout.fields})
+        source = (f"SELECT a, e, t, v, i, j, json_transform(j, {_literal(spec.decode())})"
+                  f" AS s FROM ({source})")
+    return (f"INSERT INTO {layout.table} ({columns}) SELECT {', '.join(values)}"
+            f" FROM ({source})")
