@@ -22,6 +22,7 @@ from strictgate.access_log import AccessLog
 from strictgate.admin import datasets as admin_datasets
 from strictgate.admin import keys as admin_keys
 from strictgate.admin import quota as admin_quota
+from strictgate.admin import settings as admin_settings
 from strictgate.context import AppContext, context_of, utc_now
 from strictgate.durability import DurabilityReport
 from strictgate.embedded import EmbeddedServer
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         # /api and /docs (Swagger UI), /reference (Redoc), /api/static/<asset>
         *docs_ui.routes(),
         *admin_datasets.routes(),
+        *admin_settings.routes(),
         *admin_keys.routes(),
         *admin_quota.routes(),
     ]

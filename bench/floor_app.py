@@ -14,11 +14,15 @@ async def ingest(request: Request) -> Response:
     """Read, parse, answer 202."""
     body = await request.body()
     parsed = orjson.loads(body)
-    count = len(parsed) if isinstance(parsed, list) else 1
+    if isinstance(parsed, dict) and isinstance(parsed.get("records"), list):
+        count = len(parsed["records"])  # an OrcaSheets body
+    else:
+        count = len(parsed) if isinstance(parsed, list) else 1
     return Response(orjson.dumps({"success": True, "count": count, "status": "queued"}),
                     status_code=202, media_type="application/json")
 
 
 app = Starlette(routes=[Route("/datasets/{dataset_id}", ingest, methods=["POST"]),
                         Route("/datasets/{dataset_id}/batch", ingest, methods=["POST"]),
-                        Route("/events/{kind}", ingest, methods=["POST"])])
+                        Route("/events/{kind}", ingest, methods=["POST"]),
+                        Route("/v1/logs", ingest, methods=["POST"])])

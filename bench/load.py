@@ -46,11 +46,21 @@ RECORD = {
     "country": "RO", "plan": "pro", "amount": 42.5, "active": True,
     "signup_at": "2026-06-01T08:00:00Z",
 }
+# OrcaSheets: 500 rows over five tables, each row the Loguro record's fields without its
+# envelope, against a 500-record Loguro batch
+ORCA_TABLES = ("orders", "users", "inventory", "payments", "returns")
+ORCA_DEFINITION = {"envelope": "none", "fields": DEFINITION["fields"]}
+ORCA_BODY = {"event_type": "bench_sync", "records": [
+    {"metric_name": ORCA_TABLES[i % len(ORCA_TABLES)],
+     "metric_value": {k: v for k, v in RECORD.items() if k not in ("timestamp", "context")}}
+    for i in range(500)]}
 OPERYN_LOG = {
     "service": "api-gateway", "level": "error",
     "message": "Upstream timeout connecting to auth-service", "traceId": "abc-123-def",
     "metadata": {"region": "us-east-1", "env": "prod", "team": "platform"},
 }
+
+LOADS = ("single", "batch", "operyn", "batch500", "orca500")
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -149,10 +159,13 @@ def _start_strictgate(
 
 
 def _register(base: str) -> str:
-    """Register the seed's dataset; a project key."""
+    """Register the Loguro example dataset and the OrcaSheets tables; a project key."""
     admin = {"Authorization": f"Bearer {ADMIN}"}
     httpx.put(f"{base}/admin/projects/bench/datasets/13", json=DEFINITION,
               headers=admin).raise_for_status()
+    for table in ORCA_TABLES:
+        httpx.put(f"{base}/admin/projects/bench/datasets/{table}", json=ORCA_DEFINITION,
+                  headers=admin).raise_for_status()
     key: str = httpx.post(f"{base}/admin/projects/bench/keys", json={"user_id": "bench"},
                           headers=admin).json()["api_key"]
     return key
@@ -169,6 +182,8 @@ def main() -> None:
                         default="everysec",
                         help="also run a second strictgate on a Redis with this appendfsync, "
                              "side by side, to show what --fsync costs ('none': skip)")
+    parser.add_argument("--loads", nargs="+", default=list(LOADS), choices=LOADS,
+                        help="which loads to run (default: all)")
     parser.add_argument("--sink", choices=SINKS, default="lake",
                         help="where strictgate's in-process worker writes")
     args = parser.parse_args()
@@ -201,7 +216,10 @@ def main() -> None:
             "single": (json.dumps(RECORD).encode(), "/datasets/13", 32, 1),
             "batch": (json.dumps([RECORD] * 1000).encode(), "/datasets/13/batch", 16, 1000),
             "operyn": (json.dumps(OPERYN_LOG).encode(), "/events/logs", 32, 1),
+            "batch500": (json.dumps([RECORD] * 500).encode(), "/datasets/13/batch", 16, 500),
+            "orca500": (json.dumps(ORCA_BODY).encode(), "/v1/logs", 16, 500),
         }
+        bodies = {name: spec for name, spec in bodies.items() if name in args.loads}
         scripts: dict[tuple[str, str], Path] = {}
         for name, (body, _, _, _) in bodies.items():
             body_path = work / f"{name}.json"
@@ -255,10 +273,16 @@ def main() -> None:
                       f"{med[other]['rps'] / med['floor']['rps']:.2f}; "
                       f"{args.fsync}/{fsyncs[1]}: {cost:.2f}")
         main_target = f"sg-{args.fsync}"
-        operyn = statistics.median(r["rps"] for r in results[("operyn", main_target)])
-        single = statistics.median(r["rps"] for r in results[("single", main_target)])
-        print(f"operyn single event / Loguro single record ({args.fsync}): "
-              f"{operyn / single:.2f}")
+
+        def rate(load: str) -> float:
+            return float(statistics.median(r["rps"] for r in results[(load, main_target)]))
+
+        if {"operyn", "single"} <= set(bodies):
+            print(f"operyn single event / Loguro single record ({args.fsync}): "
+                  f"{rate('operyn') / rate('single'):.2f}")
+        if {"orca500", "batch500"} <= set(bodies):
+            print(f"OrcaSheets 500 rows over 5 tables / Loguro batch of 500 ({args.fsync}, "
+                  f"records/s): {rate('orca500') / rate('batch500'):.2f}")
     finally:
         for proc in procs:
             try:

@@ -4,9 +4,12 @@ Starts an embedded server, then runs interleaved rounds (INCRBY, admission, INCR
 fixed duration each, with 50 concurrent asyncio callers sharing one client, and prints the
 median of each plus their ratio. An admission is the real thing: the Lua script checks the
 idempotency key (when given) and the quota, increments two counters and XADDs a 1-record
-entry shaped like the ingest handler's.
+entry shaped like the ingest handler's. With ``--datasets N`` (N > 1) each admission is one
+request for N datasets (``QuotaService.admit_many``, as OrcaSheets requests are admitted):
+N entries of one record, all or nothing.
 
     .venv/bin/python bench/quota.py [--seconds 2] [--rounds 5] [--callers 50] [--idempotency]
+                                    [--datasets 1]
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ async def drive(call: Callable[[], Awaitable[None]], callers: int, seconds: floa
     return done / (time.perf_counter() - started)
 
 
-async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) -> None:
+async def bench(seconds: float, rounds: int, callers: int, idempotency: bool,
+                datasets: int = 1) -> None:
     """Run the rounds and print the medians."""
     with tempfile.TemporaryDirectory() as tmp, \
             EmbeddedServer(Path(tmp), persist=False) as server:
@@ -60,10 +64,12 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
         svc = QuotaService(client, default_limit=-1, deadline_s=1.0,
                            clock=lambda: datetime.now(UTC))
         await svc.preload()
-        entry = QueueEntry(
+        entries = [QueueEntry(
             records=RECORD, trace_id="bench", dataset_version=1,
-            received_at=utc_z(datetime.now(UTC)), project_id="p1", dataset_id="d1",
-            user_id="bench-user")
+            received_at=utc_z(datetime.now(UTC)), project_id="p1", dataset_id=f"d{n + 1}",
+            user_id="bench-user") for n in range(datasets)]
+        entry = entries[0]
+        counts = [1] * datasets
         serial = itertools.count()
 
         async def incrby() -> None:
@@ -71,7 +77,12 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
 
         async def admit() -> None:
             key = f"k{next(serial)}" if idempotency else None
-            result = await svc.admit(entry, count=1, idempotency_key=key, request_digest="d")
+            if datasets == 1:
+                result = await svc.admit(entry, count=1, idempotency_key=key,
+                                         request_digest="d")
+            else:
+                result = await svc.admit_many(entries, counts=counts, idempotency_key=key,
+                                              request_digest="d")
             if not isinstance(result, Admitted | Duplicate):
                 raise RuntimeError(f"admission failed: {result}")
 
@@ -82,14 +93,15 @@ async def bench(seconds: float, rounds: int, callers: int, idempotency: bool) ->
         for round_no in range(rounds):
             incr_rates.append(await drive(incrby, callers, seconds))
             admit_rates.append(await drive(admit, callers, seconds))
-            await client.delete("queue:datasets:{bench-user}:p1:d1")  # keep memory flat
+            for n in range(datasets):  # keep memory flat
+                await client.delete(f"queue:datasets:{{bench-user}}:p1:d{n + 1}")
             print(f"round {round_no + 1}: INCRBY {incr_rates[-1]:,.0f}/s  "
                   f"admission {admit_rates[-1]:,.0f}/s", flush=True)
         await client.aclose()
     incr = statistics.median(incr_rates)
     adm = statistics.median(admit_rates)
     print(f"callers={callers} seconds/round={seconds} rounds={rounds} "
-          f"idempotency_key={'yes' if idempotency else 'no'}")
+          f"idempotency_key={'yes' if idempotency else 'no'} datasets={datasets}")
     print(f"INCRBY     median {incr:,.0f}/s")
     print(f"admission  median {adm:,.0f}/s")
     print(f"ratio      {adm / incr:.2f} (target >= 0.50)")
@@ -103,8 +115,11 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=50)
     parser.add_argument("--idempotency", action="store_true",
                         help="send a fresh Idempotency-Key with every admission")
+    parser.add_argument("--datasets", type=int, default=1,
+                        help="datasets per admission (more than 1: admit_many)")
     args = parser.parse_args()
-    asyncio.run(bench(args.seconds, args.rounds, args.callers, args.idempotency))
+    asyncio.run(bench(args.seconds, args.rounds, args.callers, args.idempotency,
+                      args.datasets))
 
 
 if __name__ == "__main__":

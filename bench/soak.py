@@ -79,6 +79,8 @@ class Report:
     queue_len_end: int
     samples: list[dict[str, float]]
     problems: list[str]
+    lake_commits_warm: int = 0
+    lake_commits_end: int = 0
 
     @property
     def ok(self) -> bool:
@@ -101,6 +103,19 @@ def redis_memory(r: redis.Redis) -> tuple[float, int, float]:
     sample = random.Random(0).sample(idem, min(200, len(idem)))
     per_key = sum(int(r.memory_usage(k) or 0) for k in sample) / len(sample)
     return used, len(idem), len(idem) * per_key / 2**20
+
+
+def lake_commits(base: str) -> int:
+    """The worker's lake commits so far (``strictgate_lake_commits`` in /metrics; 0 with the
+    JSON Lines sink): memory growth per commit is what the lake sink is judged by."""
+    try:
+        text = httpx.get(base + "/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("strictgate_lake_commits_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 def queue_len(r: redis.Redis) -> int:
@@ -236,9 +251,11 @@ def run_soak(duration_s: float, rate: float, warmup_s: float, *, check_memory: b
             used, idem, idem_mb = redis_memory(r)
             point = {"t": round(time.monotonic() - t0, 1), "rss_mb": rss_mb(proc.pid),
                      "redis_mb": used, "idem_keys": idem, "redis_wo_idem_mb": used - idem_mb,
-                     "queue_len": queue_len(r), "requests": sum(tally.statuses.values())}
+                     "queue_len": queue_len(r), "requests": sum(tally.statuses.values()),
+                     "commits": lake_commits(base)}
             samples.append(point)
             log(f"[{label:5s}] t={point['t']:7.1f}s requests={point['requests']:8d} "
+                f"commits={point['commits']:6d} "
                 f"rss={point['rss_mb']:7.1f}MB redis={used:7.2f}MB "
                 f"(w/o {idem} idem keys {point['redis_wo_idem_mb']:6.2f}MB) "
                 f"queue={point['queue_len']}", flush=True)
@@ -300,6 +317,7 @@ def run_soak(duration_s: float, rate: float, warmup_s: float, *, check_memory: b
             redis_end_without_idem_mb=end["redis_wo_idem_mb"],
             redis_warm_without_idem_mb=warm["redis_wo_idem_mb"],
             queue_len_end=int(end["queue_len"]), samples=samples, problems=problems,
+            lake_commits_warm=int(warm["commits"]), lake_commits_end=int(end["commits"]),
         )
     finally:
         r.close()
@@ -330,6 +348,10 @@ def main() -> None:
     growth = (report.rss_end_mb / report.rss_warm_mb - 1) * 100 if report.rss_warm_mb else 0
     print(f"server RSS (API + worker): {report.rss_warm_mb:.1f} MB after warm-up -> "
           f"{report.rss_end_mb:.1f} MB at end ({growth:+.1f}%)")
+    commits = report.lake_commits_end - report.lake_commits_warm
+    if commits > 0:
+        per_commit = (report.rss_end_mb - report.rss_warm_mb) * 1024 / commits
+        print(f"lake commits after warm-up: {commits} ({per_commit:+.1f} KB of RSS per commit)")
     print(f"Redis used_memory: {report.redis_warm_mb:.2f} -> {report.redis_end_mb:.2f} MB; "
           f"without the {report.idem_keys_end} idempotency records (24 h TTL): "
           f"{report.redis_warm_without_idem_mb:.2f} -> {report.redis_end_without_idem_mb:.2f} MB;"

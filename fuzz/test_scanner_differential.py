@@ -4,11 +4,17 @@ msgspec fast path and the precise path).
 
 The scanner must never call a record valid that the precise path rejects, and the whole
 outcome must not change: either both raise :class:`BodyError` with the same ``code``, or
-both return equal ``count``, ``errors``, ``error_count`` and ``failed_records``. Two more
-checks on every body: each record the scanner calls valid, parsed alone by Python's parser,
-has no error for the precise checker; and when Python's parser reads the whole body, the
-batch's errors are the precise checker's on each record it parsed (a third opinion,
-independent of which parser each path chose).
+both return equal ``count``, ``errors``, ``error_count``, ``error_codes`` and
+``failed_records``, and so do both with ``all_errors=True``, with the same ``failures()``
+(every failing record's bytes as sent and all its errors) and ``valid_payload()``. Most
+records the scanner doubts it also describes exactly (:class:`validator.scan.ExactErrors`):
+each such description must be the precise checker's verdict on Python's parse of the
+record. More checks on every body: each record the scanner calls valid, parsed alone by
+Python's parser, has no error for the precise checker; and when Python's parser reads the
+whole body, the batch's errors (capped, and all of them in ``failures()``) and their
+counts by code are the precise checker's on each record it parsed (a third opinion,
+independent of which parser each path chose), each failing record's bytes parse to that
+record, and the valid payload to the valid records.
 
 Definitions are plain scalars only (string, number, integer, boolean, timestamp, string
 with ``format: date-time``; nullable, optional, described, shorthand), with random field
@@ -25,7 +31,7 @@ escape, prefixes of one another); every test asserts the scanner is built for th
   records the scanner reads as plain, each with at most one fault of one family
   (timestamps, numbers, strings, types, keys, shapes, bytes), so that no other doubt hides
   a wrong "valid".
-* ``test_many_fields_and_records_agree`` (60 fields, the 1000-error cap),
+* ``test_many_fields_and_records_agree`` (60 fields, the error cap of a batch),
   ``test_validate_one_agrees`` (the single-record endpoint).
 * Deterministic sweeps: every edge value in every kind of place, hand-written bodies at the
   grammar's edges, context depth around the limits; and the mismatches this file found.
@@ -40,6 +46,7 @@ import copy
 import json
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
@@ -74,6 +81,16 @@ pytestmark = [
     # Values of 65537 characters are drawn on purpose.
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def describe_every_body() -> Any:
+    """The scanner's exact descriptions are used for bodies of any size here (the service
+    checks bodies with few of them instead, which is the path without the scanner)."""
+    saved = compiled_module.MIN_DESCRIBED
+    compiled_module.MIN_DESCRIBED = 0
+    yield
+    compiled_module.MIN_DESCRIBED = saved
 
 
 # ---------------------------------------------------------------- JSON text with holes
@@ -814,13 +831,21 @@ def corrupted(draw: st.DrawFn, body: bytes) -> bytes:
 
 
 def outcome(v: CompiledDataset, body: bytes, max_records: int) -> tuple[Any, ...]:
+    """The verdict on ``body``: capped (``validate_batch``) then complete (``all_errors``,
+    with ``failures()`` and ``valid_payload()``)."""
     try:
         r = v.validate_batch(body, max_records=max_records)
+        full = v.validate_batch(body, max_records=max_records, all_errors=True)
+        failures = [(f.index, f.record, [tuple(e) for e in f.errors])
+                    for f in full.failures()]
+        valid = full.valid_payload()
     except BodyError as exc:
         return ("body_error", exc.code)
     except Exception as exc:  # a crash: compared too, and never acceptable on the scanner
         return ("raised", type(exc).__name__, str(exc)[:300])
-    return ("result", r.count, [tuple(e) for e in r.errors], r.error_count, r.failed_records)
+    return ("result", r.count, [tuple(e) for e in r.errors], r.error_count, r.failed_records,
+            r.error_codes, [tuple(e) for e in full.errors], full.error_count,
+            full.failed_records, full.error_codes, failures, valid)
 
 
 def _short(x: Any) -> str:
@@ -854,6 +879,21 @@ def assert_same(v: CompiledDataset, body: bytes, max_records: int = 1000) -> tup
                 except BodyError as exc:
                     errors = [exc]
                 assert errors == [], f"record {k} called valid: {_short(raw)}: {errors}"
+        # Each record described exactly, on its own: the description is the checker's
+        # verdict on Python's parse of it.
+        exact = v._exact
+        assert exact is not None
+        told = exact.errors(body, scan, scan.exact)
+        counts = exact.counts(scan, scan.exact).tolist() if scan.exact else []
+        for k, errs, n in zip(scan.exact, told, counts, strict=True):
+            raw = body[scan.starts[k]:scan.ends[k]]
+            try:
+                want = v.validate(_parse_precise(raw))
+            except BodyError as exc:
+                raise AssertionError(f"record {k} described, but Python's parser refuses "
+                                     f"it: {exc}: {_short(raw)}") from None
+            assert errs == want, f"record {k} described wrongly: {_short(raw)}: {errs}"
+            assert n == len(want)
     with_scanner = outcome(v, body, max_records)
     v._scanner = None
     try:
@@ -871,11 +911,22 @@ def assert_same(v: CompiledDataset, body: bytes, max_records: int = 1000) -> tup
             parsed = None
         if type(parsed) is list:
             want = [(i, *e) for i, r in enumerate(parsed) for e in v.validate(r)]
-            failed = len({i for i, *_ in want})
-            got = ("result", len(parsed), want[:MAX_BATCH_ERRORS], len(want), failed)
-            assert with_scanner == got, (
+            failing = {i for i, *_ in want}
+            failed = len(failing)
+            codes = dict(Counter(code for _, code, *_ in want))
+            got = ("result", len(parsed), want[:MAX_BATCH_ERRORS], len(want), failed, codes,
+                   want[:MAX_BATCH_ERRORS], len(want), failed, codes)
+            assert with_scanner[:10] == got, (
                 f"differs from the precise checker on Python's parse\n  batch:   "
-                f"{_short(with_scanner)}\n  precise: {_short(got)}")
+                f"{_short(with_scanner[:10])}\n  precise: {_short(got)}")
+            failures, (kept, payload) = with_scanner[10:]
+            assert [(i, e) for i, _, errs in failures for e in errs] == [
+                (i, tuple(e)) for i, *e in want]
+            for i, record, _ in failures:
+                assert _parse_precise(record) == parsed[i], (i, _short(record))
+            assert kept == len(parsed) - failed
+            assert _parse_precise(payload) == [r for i, r in enumerate(parsed)
+                                               if i not in failing]
     return with_scanner
 
 
@@ -890,6 +941,10 @@ def _count_verdicts(scan: Scan | None) -> None:
               else "scanner: every record doubtful")
         if scan.exotic:
             event("scanner: an exotic record")
+        if scan.exact:
+            event("scanner: a record described exactly")
+        if scan.inexact:
+            event("scanner: a record left to the checker")
 
 
 def _scan_summary(v: CompiledDataset, body: bytes, max_records: int) -> str:
@@ -902,6 +957,7 @@ def _scan_summary(v: CompiledDataset, body: bytes, max_records: int) -> str:
     if scan is None:
         return "no verdict"
     return (f"{scan.count} records, doubtful {scan.doubtful}, exotic {scan.exotic}, "
+            f"exact {scan.exact}, "
             f"verified {scan.verified[:scan.count].tolist()}")
 
 
@@ -975,7 +1031,7 @@ def test_corrupted_bodies_agree(data: st.DataObject) -> None:
 @given(st.data())
 def test_many_fields_and_records_agree(data: st.DataObject) -> None:
     """Up to 60 fields (the scanner's field bits end at 62) and up to 80 records, many of
-    them failing with up to 20 errors each: the 1000-error cap of a batch."""
+    them failing with up to 20 errors each: past the error cap of a batch."""
     n = data.draw(st.sampled_from([20, 40, 59, 60]), label="fields")
     kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=n, max_size=n), label="kinds")
     nullable = data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="nullable")

@@ -1,5 +1,12 @@
 """Admission: idempotency + monthly quota + enqueue in one Lua script, one round trip.
 
+:meth:`QuotaService.admit` queues one entry (``admit.lua``, the hot path of every request);
+:meth:`QuotaService.admit_many` queues one entry per dataset of a request that carries
+records for several (OrcaSheets), all or nothing, in one script as well
+(``admit_many.lua``): quota checked once for the total, every queue's bound checked before
+any is written, one idempotency record. Every key of one user carries the user's hash tag,
+so both scripts touch one slot of a Redis Cluster; entries of different users are refused.
+
 Retries, deliberately
 ---------------------
 An admission is sent once per attempt, outside redis-py's retry loop (see
@@ -35,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +77,7 @@ from strictgate.queue_entry import QueueEntry
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
+    "MAX_ENTRIES",
     "MAX_LIMIT",
     "AdmissionResult",
     "Admitted",
@@ -90,6 +98,10 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 
 MAX_LIMIT = 2**53 - 1
 """Largest monthly limit: Lua numbers are doubles, exact up to 2**53."""
+
+MAX_ENTRIES = 1000
+"""Most entries (datasets) :meth:`QuotaService.admit_many` takes at once: the script's work,
+and the time Redis runs nothing else, grows with them."""
 
 RETRY_AFTER_S = 1.0
 KEY_CACHE_SIZE = 10_000
@@ -144,6 +156,7 @@ class QuotaService:
         self.max_queue_records = max_queue_records
         self.clock = clock
         self._script = OneShotScript(redis, "admit.lua")
+        self._many_script = OneShotScript(redis, "admit_many.lua")
         # Queue keys this process has put into the worker's index set. A global key cannot
         # be touched by the script on a cluster (another slot), and SADD on every request
         # would be a second round trip; once per queue per process costs nothing.
@@ -156,9 +169,10 @@ class QuotaService:
         self._period_hint: str | None = None
 
     async def preload(self) -> None:
-        """Load the admission script into Redis ahead of the first request (optional:
+        """Load the admission scripts into Redis ahead of the first request (optional:
         a missing script is loaded on first use)."""
         await self._bounded(self._script.preload())
+        await self._bounded(self._many_script.preload())
 
     # --- admission ---------------------------------------------------------------------
 
@@ -193,7 +207,8 @@ class QuotaService:
             args: list[Arg] = [count, self.default_limit, expires, IDEMPOTENCY_TTL_S,
                                request_digest, starts, ends, self.max_queue_records]
             args += entry.to_args()
-            reply = await self._run(script_keys, args, idem is not None, deadline)
+            reply = await self._run(self._script, script_keys, args, idem is not None,
+                                    deadline)
             if isinstance(reply, Unavailable):
                 return reply
             if int(reply[0]) != _OTHER_PERIOD:
@@ -209,41 +224,132 @@ class QuotaService:
         if outcome == _ADMITTED:
             limit, used = int(reply[1]), int(reply[2])
             await self._index_queue(queue, deadline)
+            entry_id = _text(reply[3])
             return Admitted(
                 used=used, limit=limit, remaining=remaining_of(limit, used),
-                resets_at=resets_at, entry_id=_text(reply[3]),
+                resets_at=resets_at, entry_id=entry_id, entry_ids=(entry_id,),
             )
         if outcome == _EXCEEDED:
-            limit, used = int(reply[1]), int(reply[2])
-            server_time = datetime.fromtimestamp(int(reply[3]), UTC).replace(
-                microsecond=int(reply[4]))
-            return QuotaExceeded(
-                limit=limit, used=used, requested=count, remaining=remaining_of(limit, used),
-                period=period, resets_at=resets_at, server_time=server_time,
-            )
+            return _exceeded(reply, count, period, resets_at)
         if outcome == _DUPLICATE:
-            limit, used = int(reply[1]), int(reply[2])
-            return Duplicate(
-                count=int(reply[3]), entry_id=_text(reply[4]), used=used, limit=limit,
-                remaining=remaining_of(limit, used), resets_at=resets_at,
-            )
+            return _duplicate(reply, resets_at)
         if outcome == _CONFLICT:
             return IdempotencyConflict()
         if outcome == _QUEUE_FULL:
-            return QueueFull(queued=int(reply[1]), retry_after_s=QUEUE_FULL_RETRY_AFTER_S)
+            return QueueFull(queued=int(reply[1]), retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+                             dataset_id=entry.dataset_id)
+        raise RuntimeError(f"unexpected admission reply {outcome!r}")
+
+    async def admit_many(
+        self,
+        entries: Sequence[QueueEntry],
+        *,
+        counts: Sequence[int],
+        idempotency_key: str | None,
+        request_digest: str,
+    ) -> AdmissionResult:
+        """Queue every entry of ``entries`` (one per dataset, all of one user and project),
+        ``counts[i]`` records each, and count their total against the user's month: all of
+        them or nothing.
+
+        The quota is checked once for the total; each entry goes to its dataset's queue,
+        whose backpressure counter grows by its own count, and one queue at or past its
+        bound refuses the whole request (:class:`QueueFull` names that dataset). One
+        idempotency record covers the request: its replay is a :class:`Duplicate` with the
+        total count and every entry id. :class:`Admitted` lists the entry ids in the order
+        given. Retries and :class:`Unavailable` are those of :meth:`admit` (module
+        docstring). One entry is :meth:`admit` itself (same script, same stored record).
+
+        Raises ValueError, before Redis, for no entry or more than :data:`MAX_ENTRIES`,
+        ``counts`` not one integer >= 1 per entry, entries of several users or projects
+        (their keys would not share one slot of a cluster) or two entries for one dataset.
+        """
+        if isinstance(counts, str | bytes) or len(counts) != len(entries):
+            raise ValueError("counts must hold one count per entry")
+        if not 1 <= len(entries) <= MAX_ENTRIES:
+            raise ValueError(f"admit_many takes 1 to {MAX_ENTRIES} entries")
+        for count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError("every count must be an integer >= 1")
+        if len(entries) == 1:
+            return await self.admit(entries[0], count=counts[0],
+                                    idempotency_key=idempotency_key,
+                                    request_digest=request_digest)
+        first = entries[0]
+        user_id, project_id = first.user_id, first.project_id
+        if any(e.user_id != user_id or e.project_id != project_id for e in entries):
+            # every key of one admission must share one hash tag (one cluster slot)
+            raise ValueError("entries of one admission must be of one user and project")
+        if len({e.dataset_id for e in entries}) != len(entries):
+            raise ValueError("entries of one admission must be of distinct datasets")
+        total = sum(counts)
+        entry_args: list[Arg] = []
+        for entry in entries:
+            fields = entry.to_args()
+            entry_args.append(len(fields))
+            entry_args += fields
+        period = self._period_hint or current_period(self.clock())
+        idem = None
+        if idempotency_key is not None:
+            idem = keys.idempotency_key(user_id, project_id, idempotency_digest(idempotency_key))
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
+        for _ in range(PERIOD_ATTEMPTS):
+            resets_at, starts, ends, expires = self._period_times(period)
+            script_keys: list[str] = []
+            for entry in entries:
+                built = self._keys(user_id, project_id, entry.dataset_id, period)
+                if not script_keys:
+                    script_keys += built[:3]
+                script_keys += built[3:]
+            if idem is not None:
+                script_keys.append(idem)
+            args: list[Arg] = [len(entries), self.default_limit, expires, IDEMPOTENCY_TTL_S,
+                               request_digest, starts, ends, self.max_queue_records, total]
+            args += counts
+            args += entry_args
+            reply = await self._run(self._many_script, script_keys, args, idem is not None,
+                                    deadline)
+            if isinstance(reply, Unavailable):
+                return reply
+            if int(reply[0]) != _OTHER_PERIOD:
+                break
+            period = self._period_hint = period_at(int(reply[1]))
+        else:
+            return Unavailable("period_changed", RETRY_AFTER_S)
+        self._period_hint = period
+
+        outcome = int(reply[0])
+        if outcome == _ADMITTED:
+            limit, used = int(reply[1]), int(reply[2])
+            entry_ids = tuple(_text(r) for r in reply[3:])
+            await self._index_queues(script_keys[3:3 + 2 * len(entries):2], deadline)
+            return Admitted(
+                used=used, limit=limit, remaining=remaining_of(limit, used),
+                resets_at=resets_at, entry_id=entry_ids[0], entry_ids=entry_ids,
+            )
+        if outcome == _EXCEEDED:
+            return _exceeded(reply, total, period, resets_at)
+        if outcome == _DUPLICATE:
+            return _duplicate(reply, resets_at)
+        if outcome == _CONFLICT:
+            return IdempotencyConflict()
+        if outcome == _QUEUE_FULL:
+            return QueueFull(queued=int(reply[1]), retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+                             dataset_id=entries[int(reply[2]) - 1].dataset_id)
         raise RuntimeError(f"unexpected admission reply {outcome!r}")
 
     async def _run(
-        self, script_keys: list[str], args: list[Arg], retry_safe: bool, deadline: float,
+        self, script: OneShotScript, script_keys: list[str], args: list[Arg],
+        retry_safe: bool, deadline: float,
     ) -> Any:
-        """One admission script call (retried as the module docstring says): its reply, or
-        :class:`Unavailable`."""
+        """One call of an admission script (retried as the module docstring says): its
+        reply, or :class:`Unavailable`."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 # asyncio.timeout, not wait_for: no extra task per call on the hot path.
                 async with asyncio.timeout_at(deadline):
-                    return await self._script.run(script_keys, args)
+                    return await script.run(script_keys, args)
             except TimeoutError:
                 return Unavailable("timeout", RETRY_AFTER_S)
             except MaxConnectionsError:
@@ -292,24 +398,32 @@ class QuotaService:
         return list(built)
 
     async def _index_queue(self, queue: str, deadline: float) -> None:
-        """Add ``queue`` to the worker's index set once per process.
+        """Add ``queue`` to the worker's index set once per process (see
+        :meth:`_index_queues`)."""
+        if queue not in self._indexed:
+            await self._index_queues((queue,), deadline)
+
+    async def _index_queues(self, queues: Sequence[str], deadline: float) -> None:
+        """Add those of ``queues`` this process has not indexed yet to the worker's index
+        set, in one SADD.
 
         Best effort by design: the records are already admitted, so failing here must not
         turn a 202 into a 503 (the client would retry and, without an idempotency key, be
         counted twice). The worker also SCANs for queues, and the next admission retries.
         """
-        if queue in self._indexed:
+        new = [queue for queue in queues if queue not in self._indexed]
+        if not new:
             return
         left = deadline - asyncio.get_running_loop().time()
         if left <= 0:
             return
         try:
-            await asyncio.wait_for(self.redis.sadd(keys.queues_index_key(), queue), left)
+            await asyncio.wait_for(self.redis.sadd(keys.queues_index_key(), *new), left)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("could not index queue (the worker's scan finds it): %s",
                         type(exc).__name__)
             return
-        self._indexed.add(queue)
+        self._indexed.update(new)
 
     # --- limits and usage ----------------------------------------------------------------
 
@@ -381,6 +495,27 @@ class QuotaService:
             return await asyncio.wait_for(call, self.deadline_s)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise QuotaUnavailableError(_reason(exc)) from exc
+
+
+def _exceeded(reply: Any, requested: int, period: str, resets_at: datetime) -> QuotaExceeded:
+    """The :class:`QuotaExceeded` of a script's reply ``{2, limit, used, now_s, now_us}``."""
+    limit, used = int(reply[1]), int(reply[2])
+    server_time = datetime.fromtimestamp(int(reply[3]), UTC).replace(microsecond=int(reply[4]))
+    return QuotaExceeded(
+        limit=limit, used=used, requested=requested, remaining=remaining_of(limit, used),
+        period=period, resets_at=resets_at, server_time=server_time,
+    )
+
+
+def _duplicate(reply: Any, resets_at: datetime) -> Duplicate:
+    """The :class:`Duplicate` of a script's reply ``{3, limit, used, count, ids}`` (ids
+    joined by ``,`` when the first admission queued several entries)."""
+    limit, used = int(reply[1]), int(reply[2])
+    entry_ids = tuple(_text(reply[4]).split(","))
+    return Duplicate(
+        count=int(reply[3]), entry_id=entry_ids[0], used=used, limit=limit,
+        remaining=remaining_of(limit, used), resets_at=resets_at, entry_ids=entry_ids,
+    )
 
 
 def _reason(exc: BaseException) -> str:

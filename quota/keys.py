@@ -145,3 +145,11 @@ def open_services_key(project_id: str) -> str:
     """Set of the ``service`` names an open project (Operyn's open mode,
     ``STRICTGATE_OPEN_PROJECT``) has taken events from; it holds a bounded number."""
     return f"open:services:{project_tag(project_id)}"
+
+
+# --- project settings -------------------------------------------------------------------------
+
+def project_settings_key(project_id: str) -> str:
+    """Hash setting name -> value of one project (``unknown_datasets``: ``reject`` or
+    ``infer``); a setting not stored has its default."""
+    return f"registry:settings:{project_tag(project_id)}"

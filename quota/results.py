@@ -1,13 +1,15 @@
-"""Typed outcomes of an admission and of the quota reads (frozen dataclasses)."""
+"""Typed outcomes of an admission and of the quota reads (frozen msgspec structs: one is
+built for every request, and a frozen dataclass costs about ten times as much to build,
+~0.7 us against ~0.07 us)."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
+import msgspec
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Admitted:
+
+class Admitted(msgspec.Struct, frozen=True):
     """The records are queued and counted. ``limit``/``remaining`` are -1 when unlimited."""
 
     used: int
@@ -15,10 +17,12 @@ class Admitted:
     remaining: int
     resets_at: datetime
     entry_id: str
+    """The queue entry's stream id (the first entry's, when several were admitted)."""
+    entry_ids: tuple[str, ...] = ()
+    """Every queued entry's stream id, in the order the entries were given."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class QuotaExceeded:
+class QuotaExceeded(msgspec.Struct, frozen=True):
     """The batch does not fit in what is left of the month; nothing was queued or counted.
 
     ``server_time`` is Redis's clock when it refused: the month and the seconds left until
@@ -34,12 +38,12 @@ class QuotaExceeded:
     server_time: datetime
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Duplicate:
+class Duplicate(msgspec.Struct, frozen=True):
     """The idempotency key was admitted before; nothing changed.
 
-    ``count`` and ``entry_id`` are those of the first admission; ``used``, ``limit``,
-    ``remaining`` and ``resets_at`` describe the current month (for the quota headers).
+    ``count`` (the request's total), ``entry_id`` and ``entry_ids`` are those of the first
+    admission (as in :class:`Admitted`); ``used``, ``limit``, ``remaining`` and
+    ``resets_at`` describe the current month (for the quota headers).
     """
 
     count: int
@@ -48,15 +52,14 @@ class Duplicate:
     limit: int
     remaining: int
     resets_at: datetime
+    entry_ids: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class IdempotencyConflict:
+class IdempotencyConflict(msgspec.Struct, frozen=True):
     """The idempotency key was admitted before with another request; nothing changed."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Unavailable:
+class Unavailable(msgspec.Struct, frozen=True):
     """Redis failed, refused or missed the deadline.
 
     The outcome is unknown: a script sent before the failure may still have run (a paused
@@ -68,22 +71,21 @@ class Unavailable:
     retry_after_s: float
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class QueueFull:
-    """The dataset queue holds ``queued`` unwritten records, at or past the bound
-    (``STRICTGATE_MAX_QUEUE_RECORDS``): nothing was queued or counted; retry later, once
-    the worker caught up."""
+class QueueFull(msgspec.Struct, frozen=True):
+    """The queue of dataset ``dataset_id`` holds ``queued`` unwritten records, at or past
+    the bound (``STRICTGATE_MAX_QUEUE_RECORDS``): nothing was queued or counted, in any
+    queue; retry later, once the worker caught up."""
 
     queued: int
     retry_after_s: float
+    dataset_id: str = ""
 
 
 AdmissionResult = (Admitted | QuotaExceeded | Duplicate | IdempotencyConflict | QueueFull
                    | Unavailable)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class UsageReport:
+class UsageReport(msgspec.Struct, frozen=True):
     """Quota state of one user and month.
 
     ``unflushed`` is what the usage ledger does not hold yet (``usage_delta`` plus deltas a

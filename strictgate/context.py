@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from quota.admission import QuotaService
     from strictgate.registry.apikeys import KeyService
+    from strictgate.registry.settings import ProjectSettingsStore
     from strictgate.registry.store import Registry
 
 
@@ -35,6 +36,11 @@ class AppContext:
     keys: KeyService
     quota: QuotaService
     clock: Callable[[], datetime] = utc_now
+
+    @property
+    def project_settings(self) -> ProjectSettingsStore:
+        """Per-project settings (``unknown_datasets``), held and cached by the registry."""
+        return self.registry.settings
 
 
 def context_of(conn: HTTPConnection) -> AppContext:

@@ -314,6 +314,56 @@ def _ingest_op(batch: bool, with_path: bool) -> Schema:
     }
 
 
+ORCA_MINIMAL: Schema = {"event_type": "ecommerce_sync", "records": [
+    {"metric_name": "orders",
+     "metric_value": {"order_id": "1001", "amount": 49.99, "status": "shipped"}}]}
+ORCA_REQUEST: Schema = {
+    "type": "object", "required": ["event_type", "records"], "additionalProperties": False,
+    "properties": {
+        "event_type": {"type": "string", "minLength": 1,
+                       "description": "The job's name, stored with every row (`__eventType`)"},
+        "records": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["metric_name", "metric_value"],
+            "additionalProperties": False,
+            "properties": {
+                "metric_name": {"type": "string", "pattern": ID_PARAM_PATTERN,
+                                "description": "The dataset (table) of the row"},
+                "metric_value": {"type": "object",
+                                 "description": "One row, checked against the dataset's "
+                                                "definition"}}}},
+    },
+}
+
+
+def _orcasheets_op() -> Schema:
+    invalid = {"success": False, "error": "Invalid number field: amount", "errors": [
+        {"index": 0, "code": "invalid_number", "field": "records[0].metric_value.amount",
+         "message": "Invalid number field: amount"}], "error_count": 1, "errors_omitted": 0}
+    return {
+        "tags": ["OrcaSheets"],
+        "operationId": "orcasheetsLogs",
+        "summary": "Ingest rows for one or more tables",
+        "description": (
+            "Each row goes to the project's dataset named by `metric_name`, checked against "
+            "its definition; the request is all or nothing across tables (one admission). "
+            "A table nobody registered follows the project's `unknown_datasets` policy "
+            "(`reject`: 400 `dataset_not_found`; `infer`: schema on first write)."),
+        "security": [{"projectKey": []}],
+        "parameters": list(_INGEST_HEADERS),
+        "requestBody": {"required": True, **_json(ORCA_REQUEST, ORCA_MINIMAL)},
+        "responses": {
+            "202": {"description": "Validated, counted and queued", **_ACCEPTED_HEADERS,
+                    **_json({"type": "object", "required": ["success", "count", "status"],
+                             "properties": {"success": {"const": True},
+                                            "count": {"type": "integer", "minimum": 1},
+                                            "status": {"const": "queued"}}},
+                            {"success": True, "count": 1, "status": "queued"})},
+            **_errors(400, 401, 409, 413, 415, 422, 429, 503,
+                      examples={400: invalid, 429: _LOGURO_OVER_QUOTA}),
+        },
+    }
+
+
 def _operyn_op(dataset: str, batch: bool) -> Schema:
     kind, one, many = OPERYN_EVENTS[dataset]
     event = _ref(f"Operyn{kind.capitalize()}Event")
@@ -373,17 +423,23 @@ def _operyn_op(dataset: str, batch: bool) -> Schema:
 
 STORED_RECORD: Schema = {
     "type": "object",
-    "description": "A record as sent (fields in definition order) plus the system fields.",
-    "required": ["timestamp", "context", "__traceId", "__datasetVersion", "__receivedAt",
-                 "__entryId"],
+    "description": (
+        "A record as sent (fields in definition order: the envelope's, e.g. Loguro's "
+        "`timestamp` and `context`, then the declared ones) plus the system fields; "
+        "`__eventType` only on records that came with one."),
+    "required": ["__traceId", "__datasetVersion", "__receivedAt", "__entryId"],
     "properties": {
-        "timestamp": {"type": "string", "format": "date-time"},
-        "context": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time",
+                      "description": "Loguro and event datasets"},
+        "context": {"type": "object", "description": "Loguro datasets"},
         "__traceId": {"type": "string", "description": "the ingest request's X-Request-Id"},
         "__datasetVersion": {"type": "integer", "minimum": 0},
         "__receivedAt": {"type": "string", "format": "date-time",
                          "description": "when the API received it (UTC, milliseconds)"},
         "__entryId": {"type": "string", "description": "the queue entry that carried it"},
+        "__eventType": {"type": "string", "minLength": 1, "maxLength": 200,
+                        "description": "the job name (`event_type`) of the OrcaSheets request"
+                                       " that carried it; absent when it came without one"},
     },
     "additionalProperties": True,
 }
@@ -475,6 +531,19 @@ def _admin(operation_id: str, summary: str, ok: str, ok_schema: Schema, *errors:
 
 
 OBJ: Schema = {"type": "object"}
+PROJECT_SETTINGS: Schema = {
+    "type": "object", "required": ["project_id", "unknown_datasets"],
+    "additionalProperties": False,
+    "properties": {
+        "project_id": {"type": "string", "pattern": ID_PARAM_PATTERN},
+        "unknown_datasets": {
+            "enum": ["reject", "infer"],
+            "description": "Records for a dataset nobody registered (OrcaSheets' "
+                           "`metric_name`): `reject` (the default) answers 400 \"Dataset "
+                           "schema not found\"; `infer` registers a definition inferred from "
+                           "the first rows (later rows may add optional columns)."},
+    },
+}
 
 DESCRIPTION = """\
 Strict dataset ingest with exact monthly quotas. Two public ingest APIs are spoken:
@@ -495,6 +564,8 @@ reference: [/reference](reference).
 TAGS = [
     {"name": "Loguro dataset ingest",
      "description": "The Loguro Dataset Ingest API: one record or a batch into a dataset"},
+    {"name": "OrcaSheets",
+     "description": "The OrcaSheets universal endpoint: rows for several tables at once"},
     {"name": "Operyn events",
      "description": "The Operyn ingestion API: logs, metrics and deployments"},
     {"name": "Records", "description": "Reading a dataset back from the lake"},
@@ -524,6 +595,7 @@ def openapi_document() -> Schema:
         "/datasets/batch": {"post": _ingest_op(True, False)},
         "/datasets/{dataset_id}/records": {"get": _read_op()},
     }
+    paths["/v1/logs"] = {"post": _orcasheets_op()}
     for name in OPERYN_EVENTS:
         paths[f"/events/{name}"] = {"post": _operyn_op(name, False)}
         paths[f"/events/{name}/batch"] = {"post": _operyn_op(name, True)}
@@ -545,6 +617,17 @@ def openapi_document() -> Schema:
         },
         "/admin/projects/{project_id}/datasets": {
             "get": _admin("listDatasets", "List datasets", "200", OBJ, 400, params=[project]),
+        },
+        "/admin/projects/{project_id}/settings": {
+            "put": _admin("putProjectSettings", "Set project settings (those named; the "
+                          "others keep their values)", "200", PROJECT_SETTINGS, 400, 503,
+                          body={"type": "object", "minProperties": 1,
+                                "additionalProperties": False, "properties": {
+                                    "unknown_datasets":
+                                        PROJECT_SETTINGS["properties"]["unknown_datasets"]}},
+                          example={"unknown_datasets": "infer"}, params=[project]),
+            "get": _admin("getProjectSettings", "Project settings (defaults included)", "200",
+                          PROJECT_SETTINGS, 400, 503, params=[project]),
         },
         "/admin/projects/{project_id}/keys": {
             "post": _admin("createKey", "Create a project API key", "201", {

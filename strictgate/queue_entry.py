@@ -11,7 +11,10 @@ admitted request:
 - ``received_at``: when the API received them (:func:`strictgate.timestamps.utc_z`:
   milliseconds, ``Z``);
 - ``project_id``, ``dataset_id``: where they go;
-- ``user_id``: the owner of the API key, whose quota counted them.
+- ``user_id``: the owner of the API key, whose quota counted them;
+- ``event_type`` (optional): the job name an OrcaSheets request carries, stored with each of
+  its records (``__eventType``). Stored only when set, so entries without one (older
+  releases, the other dialects) are byte for byte what they were.
 
 Every value but ``records`` is UTF-8 text.
 
@@ -30,7 +33,13 @@ from strictgate.timestamps import parse_utc
 
 FIELD_NAMES = ("records", "trace_id", "dataset_version", "received_at", "project_id",
                "dataset_id", "user_id")
-"""The stream entry's field names, in the order they are stored."""
+"""The stream entry's field names, in the order they are stored (every entry has them)."""
+
+OPTIONAL_FIELD_NAMES = ("event_type",)
+"""Fields stored after :data:`FIELD_NAMES` only when set."""
+
+EVENT_TYPE_MAX_CHARS = 200
+"""The longest ``event_type``, in characters."""
 
 _TEXT_FIELDS = tuple(name.encode() for name in FIELD_NAMES if name != "records")
 # a malformed value is quoted in the error up to this many characters
@@ -46,6 +55,22 @@ class MalformedEntryError(ValueError):
         self.field = field
 
 
+def event_type_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as an ``event_type``, or None when it is one: text of
+    1 to :data:`EVENT_TYPE_MAX_CHARS` characters, every one visible or a plain space
+    (``str.isprintable``: no control, format, line/paragraph separator or unassigned
+    character), not only spaces. The message is bounded and never quotes the value."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if len(value) > EVENT_TYPE_MAX_CHARS:
+        return f"must be at most {EVENT_TYPE_MAX_CHARS} characters"
+    if not value.strip():
+        return "must not be empty"
+    if not value.isprintable():
+        return "must be visible text (no control or invisible characters)"
+    return None
+
+
 class QueueEntry(msgspec.Struct, frozen=True):
     """One admitted request as queued (see the module docstring for the fields)."""
 
@@ -56,15 +81,27 @@ class QueueEntry(msgspec.Struct, frozen=True):
     project_id: str
     dataset_id: str
     user_id: str
+    event_type: str | None = None
 
     def to_args(self) -> tuple[str | bytes | int, ...]:
         """Field, value pairs in one flat tuple, as ``XADD`` takes them (the admission
-        script's trailing arguments). An int is sent as its decimal text."""
-        # a flat tuple, not a dict: this runs once per admitted request
+        script's trailing arguments). An int is sent as its decimal text. An
+        ``event_type`` that :func:`event_type_problem` refuses raises ValueError: it never
+        reaches a queue."""
+        # a flat tuple, not a dict: this runs once per admitted request. The event type is
+        # checked here, not at construction, so an entry without one costs nothing more.
+        if self.event_type is None:
+            return ("records", self.records, "trace_id", self.trace_id,
+                    "dataset_version", self.dataset_version, "received_at", self.received_at,
+                    "project_id", self.project_id, "dataset_id", self.dataset_id,
+                    "user_id", self.user_id)
+        problem = event_type_problem(self.event_type)
+        if problem is not None:
+            raise ValueError(f"event_type {problem}")
         return ("records", self.records, "trace_id", self.trace_id,
                 "dataset_version", self.dataset_version, "received_at", self.received_at,
                 "project_id", self.project_id, "dataset_id", self.dataset_id,
-                "user_id", self.user_id)
+                "user_id", self.user_id, "event_type", self.event_type)
 
     def to_fields(self) -> dict[str, bytes | str]:
         """The fields as ``XADD`` stores them (every value text or bytes)."""
@@ -74,7 +111,8 @@ class QueueEntry(msgspec.Struct, frozen=True):
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> QueueEntry:
         """The entry of a stream item's fields as redis-py returns them (bytes keys and
-        values). Unknown extra fields are ignored; a missing or malformed one raises
+        values). Unknown extra fields are ignored; a missing or malformed one (an
+        ``event_type`` is optional, but checked when present) raises
         :class:`MalformedEntryError`."""
         text: dict[bytes, str] = {}
         for name in _TEXT_FIELDS:
@@ -101,10 +139,20 @@ class QueueEntry(msgspec.Struct, frozen=True):
             raise MalformedEntryError(
                 "received_at", f"not an RFC 3339 UTC time ending in Z: {received_at[:_SHOWN]!r}",
             ) from None
+        event_type = None
+        raw_event_type = fields.get(b"event_type")
+        if raw_event_type is not None:
+            try:
+                event_type = raw_event_type.decode()
+            except UnicodeDecodeError:
+                raise MalformedEntryError("event_type", "not UTF-8") from None
+            problem = event_type_problem(event_type)
+            if problem is not None:
+                raise MalformedEntryError("event_type", problem)
         return cls(
             records=records, trace_id=text[b"trace_id"], dataset_version=int(version),
             received_at=received_at, project_id=text[b"project_id"],
-            dataset_id=text[b"dataset_id"], user_id=text[b"user_id"],
+            dataset_id=text[b"dataset_id"], user_id=text[b"user_id"], event_type=event_type,
         )
 
 

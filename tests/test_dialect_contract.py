@@ -22,27 +22,40 @@ from strictgate.ingest.front import match
 from tests.ingest_fixtures import SEED_DEFINITION, SEED_SINGLE, Service, start_service
 
 OPERYN_LOG = {"service": "api-gateway", "level": "info", "message": "hello"}
+ORCA_ROW = {"order_id": "1001", "amount": 49.99, "status": "shipped"}
+ORCA_DEFINITION = {"envelope": "none",
+                   "fields": {"order_id": "string", "amount": "number", "status": "string"}}
 
 
 @dataclass(frozen=True)
 class Case:
-    """How to speak one dialect: a route for one record, a batch route, a valid record,
-    how a key is sent, and where the records go."""
+    """How to speak one dialect: a route for one record and a batch route, the body of
+    one record and of ``n``, how a key is sent, where the records go."""
 
     dialect: str
     one: str
     batch: str
-    record: dict[str, Any]
+    one_body: Callable[[], Any]
+    batch_body: Callable[[int], Any]
     auth: Callable[[str], dict[str, str]]
     setup: Callable[[Service], None]
+    dataset: str
+
+
+def _orca(n: int) -> dict[str, Any]:
+    return {"event_type": "contract",
+            "records": [{"metric_name": "orders", "metric_value": ORCA_ROW}] * n}
 
 
 CASES = [
-    Case("loguro", "/datasets/13", "/datasets/13/batch", SEED_SINGLE,
+    Case("loguro", "/datasets/13", "/datasets/13/batch", lambda: SEED_SINGLE,
+         lambda n: [SEED_SINGLE] * n, lambda key: {"Authorization": f"Bearer {key}"},
+         lambda svc: svc.put_dataset("p1", "13", SEED_DEFINITION), "13"),
+    Case("operyn", "/events/logs", "/events/logs/batch", lambda: OPERYN_LOG,
+         lambda n: [OPERYN_LOG] * n, lambda key: {"x-api-key": key}, lambda svc: None, "logs"),
+    Case("orcasheets", "/v1/logs", "/v1/logs", lambda: _orca(1), _orca,
          lambda key: {"Authorization": f"Bearer {key}"},
-         lambda svc: svc.put_dataset("p1", "13", SEED_DEFINITION)),
-    Case("operyn", "/events/logs", "/events/logs/batch", OPERYN_LOG,
-         lambda key: {"x-api-key": key}, lambda svc: None),
+         lambda svc: svc.put_dataset("p1", "orders", ORCA_DEFINITION), "orders"),
 ]
 
 
@@ -85,7 +98,7 @@ def _metric(svc: Service, name: str, **labels: str) -> float:
 
 def test_no_key_is_401_and_nothing_is_queued(small: Service, case: Case) -> None:
     case.setup(small)
-    for path, body in ((case.one, case.record), (case.batch, [case.record])):
+    for path, body in ((case.one, case.one_body()), (case.batch, case.batch_body(1))):
         r = _post(small, path, body, {})
         assert r.status_code == 401, r.text
         assert "X-Request-Id" in r.headers
@@ -95,11 +108,14 @@ def test_no_key_is_401_and_nothing_is_queued(small: Service, case: Case) -> None
 def test_a_key_from_another_project_cannot_write_here(small: Service, case: Case) -> None:
     _ready(small, case)
     other = case.auth(small.create_key("p2", "u2"))
-    r = _post(small, case.one, case.record, other)
+    r = _post(small, case.one, case.one_body(), other)
     if case.dialect == "operyn":
         # every project has its own built-in datasets: it lands in p2's, never in p1's
         assert r.status_code == 202
         assert r.headers["X-Quota-Limit"] == "-1"
+    elif case.dialect == "orcasheets":
+        assert r.status_code == 400  # p2 has no table "orders" (policy: reject)
+        assert r.json()["errors"][0]["code"] == "dataset_not_found"
     else:
         assert r.status_code == 404
     written = small.drain()
@@ -108,13 +124,13 @@ def test_a_key_from_another_project_cannot_write_here(small: Service, case: Case
 
 def test_202_carries_quota_headers_and_request_id(small: Service, case: Case) -> None:
     headers = _ready(small, case)
-    r = _post(small, case.one, case.record, {**headers, "X-Request-Id": "req-contract-1"})
+    r = _post(small, case.one, case.one_body(), {**headers, "X-Request-Id": "req-contract-1"})
     assert r.status_code == 202, r.text
     assert r.headers["X-Request-Id"] == "req-contract-1"
     assert r.headers["X-Quota-Limit"] == "-1"
     assert r.headers["X-Quota-Remaining"] == "-1"
     assert re.fullmatch(r"\d{4}-\d\d-01T00:00:00Z", r.headers["X-Quota-Reset"])
-    r = _post(small, case.batch, [case.record, case.record], headers)
+    r = _post(small, case.batch, case.batch_body(2), headers)
     assert r.status_code == 202, r.text
     [line, *_] = small.drain()
     assert line["__traceId"] == "req-contract-1"
@@ -122,13 +138,13 @@ def test_202_carries_quota_headers_and_request_id(small: Service, case: Case) ->
 
 def test_idempotent_retry_is_replayed_and_counted_once(small: Service, case: Case) -> None:
     headers = {**_ready(small, case), "Idempotency-Key": "contract-1"}
-    first = _post(small, case.batch, [case.record] * 3, headers)
-    again = _post(small, case.batch, [case.record] * 3, headers)
+    first = _post(small, case.batch, case.batch_body(3), headers)
+    again = _post(small, case.batch, case.batch_body(3), headers)
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
-    assert _post(small, case.batch, [case.record] * 2, headers).status_code == 422
+    assert _post(small, case.batch, case.batch_body(2), headers).status_code == 422
     assert len(small.drain()) == 3
     assert small.admin("GET", "/admin/users/u1/usage").json()["used"] == 3
 
@@ -138,21 +154,20 @@ def test_requests_and_records_are_counted_in_metrics(small: Service, case: Case)
     found = match(case.batch)
     assert found is not None
     template = found[0].path  # requests are counted by route template
-    assert _post(small, case.batch, [case.record] * 2, headers).status_code == 202
+    assert _post(small, case.batch, case.batch_body(2), headers).status_code == 202
     assert _post(small, case.batch, {"not": "an array"}, headers).status_code == 400
     assert _metric(small, "strictgate_requests_total", route=template, status="202") == 1
     assert _metric(small, "strictgate_requests_total", route=template, status="400") == 1
-    dataset = "13" if case.dialect == "loguro" else "logs"
     assert _metric(small, "strictgate_records_accepted_total", project="p1",
-                   dataset=dataset) == 2
+                   dataset=case.dataset) == 2
 
 
 def test_one_access_line_per_request(small: Service, case: Case,
                                      caplog: pytest.LogCaptureFixture) -> None:
     headers = _ready(small, case)
     with caplog.at_level(logging.INFO, logger="strictgate.access"):
-        _post(small, case.one, case.record, {**headers, "X-Request-Id": "req-log"})
-        _post(small, case.one, case.record, {})
+        _post(small, case.one, case.one_body(), {**headers, "X-Request-Id": "req-log"})
+        _post(small, case.one, case.one_body(), {})
     lines = [json.loads(rec.getMessage()) for rec in caplog.records
              if rec.name == "strictgate.access"]
     assert [(line["path"], line["status"]) for line in lines] == [(case.one, 202),
@@ -164,9 +179,9 @@ def test_one_access_line_per_request(small: Service, case: Case,
 
 def test_413_and_415(small: Service, case: Case) -> None:
     headers = _ready(small, case)
-    r = _post(small, case.batch, [case.record] * 100, headers)
+    r = _post(small, case.batch, case.batch_body(100), headers)
     assert r.status_code == 413, r.text
-    r = small.client.post(case.one, content=json.dumps(case.record).encode(),
+    r = small.client.post(case.one, content=json.dumps(case.one_body()).encode(),
                           headers={**headers, "Content-Type": "text/plain"})
     assert r.status_code == 415
     assert small.drain() == []

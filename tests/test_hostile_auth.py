@@ -417,10 +417,39 @@ def test_operyn_routes_write_only_to_the_keys_project(
     assert queues and all(":p1:" in q and ":p2:" not in q for q in queues)
 
 
+def test_orcasheets_rows_never_reach_another_projects_table(
+    svc: Service, key: str, sync_redis: redis.Redis
+) -> None:
+    """``metric_name`` names a table of the key's project only: another project's table
+    answers like a missing one, and under ``infer`` the row makes the key's project its own
+    table, never writing to the other's."""
+    row = {"metric_name": "only-in-p2", "metric_value": {"country": "RO"}}
+    r = svc.client.post("/v1/logs", content=json.dumps(
+        {"event_type": "x", "records": [row]}).encode(), headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+        "X-Project-Id": "p2"})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["code"] == "dataset_not_found"
+    _nothing_left(svc, sync_redis)
+    assert svc.admin("PUT", "/admin/projects/p1/settings",
+                     json={"unknown_datasets": "infer"}).status_code == 200
+    r = svc.client.post("/v1/logs", content=json.dumps(
+        {"event_type": "x", "records": [row]}).encode(), headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    queues = {k.decode() for k in sync_redis.scan_iter(match="queue:*")}
+    assert queues and all(":p1:" in q and ":p2:" not in q for q in queues)
+    p2 = svc.admin("GET", "/admin/projects/p2/datasets/only-in-p2").json()
+    assert p2["version"] == 1 and p2["definition"].get("envelope", "loguro") == "loguro"
+    p1 = svc.admin("GET", "/admin/projects/p1/datasets/only-in-p2").json()
+    assert p1["definition"]["envelope"] == "none"
+
+
 def test_every_ingest_route_has_a_cross_tenant_case() -> None:
-    """The Loguro routes are covered above by path, the Operyn ones by the table: a route
-    added to the table without a case here fails."""
+    """The Loguro routes are covered above by path, the Operyn and OrcaSheets ones by the
+    table: a route added to the table without a case here fails."""
     loguro = {"/datasets/{dataset_id}", "/datasets/{dataset_id}/batch", "/datasets",
               "/datasets/batch"}
-    covered = loguro | {r.path for r in INGEST_ROUTES if r.dialect.name == "operyn"}
+    covered = loguro | {"/v1/logs"} | {
+        r.path for r in INGEST_ROUTES if r.dialect.name == "operyn"}
     assert {r.path for r in INGEST_ROUTES} == covered

@@ -1,18 +1,22 @@
 """Dataset tables in a real DuckLake: typed columns, new definition versions (added fields,
-changed types, colliding names), partitions by day of receipt."""
+changed types, colliding names), partitions by day of receipt, the event type of each row
+(also in a table an older release created without its column)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
+import pytest
 
 from strictgate.lake.engine import LakeConfig
 from strictgate.lake.reader import LakeReader
 from strictgate.lake.tables import ensure_layout, load_layouts, plan_layout
-from strictgate.lake.writer import LakeWriter
-from tests.lake_support import SEED, lake_entry, payload, seed_entries
+from strictgate.lake.writer import LakeEntry, LakeWriter
+from tests.lake_support import SEED, lake_entry, payload, seed_entries, seed_record
 from validator.definition import normalize
 
 V2 = normalize({"fields": {
@@ -40,7 +44,8 @@ def test_columns_are_typed_from_the_definition(tmp_path: Path) -> None:
     assert _columns(writer) == {
         "__receivedAt": "TIMESTAMP WITH TIME ZONE", "__entryId": "VARCHAR",
         "__seq": "INTEGER", "__traceId": "VARCHAR", "__datasetVersion": "INTEGER",
-        "__absent": "VARCHAR[]", "timestamp": "TIMESTAMP WITH TIME ZONE",
+        "__absent": "VARCHAR[]", "__eventType": "VARCHAR",
+        "timestamp": "TIMESTAMP WITH TIME ZONE",
         "timestamp__text": "VARCHAR", "context": "JSON", "country": "VARCHAR",
         "plan": "VARCHAR", "amount": "DOUBLE", "active": "BOOLEAN",
         "signup_at": "TIMESTAMP WITH TIME ZONE", "signup_at__text": "VARCHAR"}
@@ -112,3 +117,75 @@ def test_partitions_by_day_of_receipt(tmp_path: Path) -> None:
     table_dir = tmp_path / "lake" / "data" / "p1" / "billing"
     days = sorted(str(p.parent.relative_to(table_dir)) for p in table_dir.rglob("*.parquet"))
     assert days == ["year=2026/month=6/day=10", "year=2026/month=6/day=11"]
+
+
+def _with_event_type(entries: list[LakeEntry], event_type: str) -> list[LakeEntry]:
+    return [dataclasses.replace(e, queued=msgspec.structs.replace(e.queued,
+                                                                  event_type=event_type))
+            for e in entries]
+
+
+def _read(config: LakeConfig, dataset: str = "billing") -> list[dict[str, Any]]:
+    reader = LakeReader(config, b"s" * 32)
+    try:
+        return reader.page("p1", dataset).records
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("definition", [SEED, V2], ids=["typed-read", "json-read"])
+def test_the_event_type_is_stored_per_row_and_read_back_only_when_set(
+    tmp_path: Path, definition: dict[str, Any],
+) -> None:
+    """Rows of an entry with an event type carry it (quotes, non-ASCII kept); rows of one
+    without read back exactly as before: no ``__eventType`` key, not null. Both ways the
+    INSERT reads records (a layout with an optional field reads JSON, see insert_sql)."""
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, lambda p, d, v: definition)
+    # V2's amount is a string and its region optional (left out)
+    changes = {} if definition is SEED else {"amount": "1"}
+    records = payload(definition, [orjson.dumps({**seed_record(i), **changes})
+                                   for i in range(2)])
+    job = 'backfill "2026_05" — ñ'
+    writer.write([
+        *_with_event_type([lake_entry("u/1-0", "p1", "billing", 1, "t1",
+                                      "2026-06-10T11:00:00.000Z", records)], job),
+        lake_entry("u/2-0", "p1", "billing", 1, "t2", "2026-06-10T11:00:01.000Z", records)])
+    stored = writer.con.execute(
+        'SELECT "__entryId", "__eventType" FROM lake.p1.billing ORDER BY ALL').fetchall()
+    writer.close()
+    assert stored == [("u/1-0", job), ("u/1-0", job), ("u/2-0", None), ("u/2-0", None)]
+    read = _read(config)
+    assert [r.get("__eventType", "absent") for r in read] == [job, job, "absent", "absent"]
+    assert list(read[0])[-5:] == ["__traceId", "__datasetVersion", "__receivedAt",
+                                  "__entryId", "__eventType"]
+
+
+@pytest.mark.parametrize("version", [1, 2], ids=["known-version", "new-version"])
+def test_a_table_created_without_the_event_type_column_gets_it_when_first_written(
+    tmp_path: Path, version: int,
+) -> None:
+    """A table as a release before ``__eventType`` left it (column missing, rows written):
+    the first writer of this release adds the column in place, whether the version it
+    writes is known to the table or new; old rows read back as they did."""
+    config = LakeConfig.local(tmp_path)
+    old = LakeWriter(config, lambda p, d, v: SEED)
+    old.write(seed_entries(1, 2))
+    old.con.execute('ALTER TABLE lake.p1.billing DROP COLUMN "__eventType"')
+    old.close()
+    before = _read(config)
+    assert "__eventType" not in before[0]
+
+    writer = LakeWriter(config, lambda p, d, v: DEFS[v])
+    assert "__eventType" not in _columns(writer)
+    fresh = [orjson.dumps(seed_record(9))] if version == 1 else [orjson.dumps(
+        {**seed_record(9), "amount": "12.50 EUR", "region": "eu"})]
+    writer.write(_with_event_type([lake_entry(
+        "u/9-0", "p1", "billing", version, "t9", "2026-06-10T12:00:00.000Z",
+        payload(DEFS[version], fresh))], "ecommerce_sync"))
+    assert _columns(writer)["__eventType"] == "VARCHAR"
+    writer.close()
+    after = _read(config)
+    assert after[:2] == before  # the old rows, unchanged
+    assert after[2]["__eventType"] == "ecommerce_sync"
+    assert after[2]["__datasetVersion"] == version

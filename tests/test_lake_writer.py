@@ -4,6 +4,7 @@ the fence row that makes the loser of a race conflict (DuckDB-file catalog)."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -177,3 +178,50 @@ def test_a_commit_needs_memory_for_its_lines_not_a_gigabyte(tmp_path: Path) -> N
     finally:
         writer.close()
     assert json_object_size(10) == 1 << 20 and json_object_size(3_000_000) == 1 << 22
+
+
+def test_the_writer_replaces_its_connection_when_duckdbs_cache_passes_the_limit(
+    tmp_path: Path,
+) -> None:
+    """DuckLake caches each table's statistics per commit in DuckDB's object cache, without
+    bound: the writer opens a new connection once the cache passes its limit, between two
+    commits, and every record still lands exactly once (a redelivery after the new
+    connection is skipped by the ledger)."""
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, seed_definitions, cache_limit_bytes=48 * 1024,
+                        cache_check_every=5)
+    try:
+        entries = seed_entries(40, 5)
+        held = []
+        for i in range(0, 30, 2):
+            assert len(writer.write(entries[i:i + 2]).written) == 2
+            held.append(writer.cache_bytes())
+        assert writer.reconnects >= 1
+        # the cache grows with commits, and a new connection starts it from scratch
+        assert max(held) >= 48 * 1024
+        assert any(later < earlier for earlier, later in itertools.pairwise(held))
+        again = writer.write(entries[26:34])  # 26..29 were written before
+        assert sorted(again.skipped) == sorted(e.entry_id for e in entries[26:30])
+        assert again.written == [e.entry_id for e in entries[30:34]]
+    finally:
+        writer.close()
+    assert counts(config) == (170, 170, 34, 34)
+
+
+def test_a_writer_keeps_a_connection_it_was_given_and_one_without_a_limit(
+    tmp_path: Path,
+) -> None:
+    config = LakeConfig.local(tmp_path)
+    owner = LakeWriter(config, seed_definitions, cache_limit_bytes=None, cache_check_every=1)
+    given = LakeWriter(config, seed_definitions, con=owner.con.cursor(), cache_limit_bytes=1,
+                       cache_check_every=1)
+    given.con.execute("USE lake")
+    try:
+        for i in range(0, 8, 2):
+            owner.write(seed_entries(2, 3, start=i))
+            given.write(seed_entries(2, 3, start=100 + i))
+        assert (owner.reconnects, given.reconnects) == (0, 0)
+        assert owner.cache_bytes() > 0
+    finally:
+        given.close()
+        owner.close()

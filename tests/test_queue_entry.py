@@ -1,6 +1,7 @@
 """The queue entry, the contract between API and worker processes: what admission stores
-is what the worker reads, entries queued by the previous release still read, and a malformed
-entry is refused with the field it lacks."""
+is what the worker reads, entries queued by the previous release still read, the optional
+event type is stored only when set, and a malformed entry is refused with the field it
+lacks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import redis.asyncio as aioredis
 from quota import keys
 from quota.admission import Admitted, QuotaService
 from strictgate.context import utc_now
-from strictgate.queue_entry import FIELD_NAMES, MalformedEntryError, QueueEntry
+from strictgate.queue_entry import (
+    EVENT_TYPE_MAX_CHARS,
+    FIELD_NAMES,
+    OPTIONAL_FIELD_NAMES,
+    MalformedEntryError,
+    QueueEntry,
+    event_type_problem,
+)
 
 ENTRY = QueueEntry(
     records=b'[{"timestamp":"2026-06-10T10:58:00Z","context":{},"amount":42.5}]',
@@ -118,3 +126,71 @@ async def test_a_value_of_the_wrong_type_is_refused_not_queued_as_its_repr(
     with pytest.raises(TypeError, match="cannot send a tuple"):
         await svc.admit(wrong, count=1, idempotency_key=None, request_digest="")
     assert await aredis.dbsize() == 0
+
+
+# --- event_type: the job name of an OrcaSheets request, stored only when set ---------------
+
+WITH_EVENT_TYPE = msgspec.structs.replace(ENTRY, event_type="ecommerce_backfill_2026_05")
+
+
+def test_an_event_type_is_stored_after_the_other_fields_and_reads_back(
+    sync_redis: redis.Redis,
+) -> None:
+    sync_redis.xadd("s", WITH_EVENT_TYPE.to_fields())  # type: ignore[arg-type]
+    [fields] = _stored(sync_redis, "s")
+    assert list(fields) == [name.encode() for name in (*FIELD_NAMES, *OPTIONAL_FIELD_NAMES)]
+    assert fields[b"event_type"] == b"ecommerce_backfill_2026_05"
+    assert QueueEntry.from_fields(fields) == WITH_EVENT_TYPE
+    # without one, nothing is stored for it and it reads back as None
+    assert b"event_type" not in ENTRY.to_fields()
+    assert QueueEntry.from_fields(_fields()).event_type is None
+
+
+@pytest.mark.parametrize("value", [
+    "ecommerce_sync", "x", "Nightly sync (EU) — café", "日次同期", "a" * EVENT_TYPE_MAX_CHARS,
+])
+def test_visible_event_types_of_at_most_200_characters_are_taken(value: str) -> None:
+    assert event_type_problem(value) is None
+    entry = msgspec.structs.replace(ENTRY, event_type=value)
+    assert QueueEntry.from_fields(_fields(event_type=value.encode())) == entry
+    assert entry.to_args()[-2:] == ("event_type", value)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", "must not be empty"), ("   ", "must not be empty"),
+    ("a" * (EVENT_TYPE_MAX_CHARS + 1), "at most 200 characters"),
+    ("sync\n", "visible text"), ("tab\there", "visible text"), ("nul\x00", "visible text"),
+    ("zero\u200bwidth", "visible text"), ("line\u2028sep", "visible text"),
+    ("bidi\u202e", "visible text"), ("nbsp\u00a0", "visible text"),
+])
+def test_an_invisible_empty_or_long_event_type_is_refused_on_both_sides(
+    value: str, problem: str,
+) -> None:
+    assert problem in (event_type_problem(value) or "")
+    # never queued: to_args (what admission sends) refuses it
+    with pytest.raises(ValueError, match=problem):
+        msgspec.structs.replace(ENTRY, event_type=value).to_args()
+    # and a worker refuses it in a stream, naming the field, without quoting the value
+    with pytest.raises(MalformedEntryError) as caught:
+        QueueEntry.from_fields(_fields(event_type=value.encode()))
+    assert caught.value.field == "event_type" and problem in str(caught.value)
+    assert len(str(caught.value)) < 120
+
+
+def test_an_event_type_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(MalformedEntryError, match="event_type: not UTF-8"):
+        QueueEntry.from_fields(_fields(event_type=b"\xff"))
+
+
+async def test_admission_stores_the_event_type(sync_redis: redis.Redis,
+                                               aredis: aioredis.Redis) -> None:
+    svc = QuotaService(aredis, default_limit=-1, deadline_s=2.0, clock=utc_now)
+    result = await svc.admit(WITH_EVENT_TYPE, count=1, idempotency_key=None,
+                             request_digest="")
+    assert isinstance(result, Admitted)
+    [(_, fields)] = sync_redis.xrange(keys.queue_key("alice", "demo", "13"))
+    assert QueueEntry.from_fields(fields) == WITH_EVENT_TYPE
+    bad = msgspec.structs.replace(ENTRY, event_type="\x1b[31m")
+    with pytest.raises(ValueError, match="event_type"):
+        await svc.admit(bad, count=1, idempotency_key=None, request_digest="")
+    assert sync_redis.xlen(keys.queue_key("alice", "demo", "13")) == 1

@@ -1,6 +1,7 @@
 """Admission against a real Redis: exact keys, exact counts under concurrency, idempotency,
-the month taken from Redis's clock whatever the caller's — on a standalone server and on a
-3-master Redis Cluster started here."""
+the month taken from Redis's clock whatever the caller's, and requests for several datasets
+admitted all or nothing — on a standalone server and on a 3-master Redis Cluster started
+here."""
 
 from __future__ import annotations
 
@@ -10,19 +11,24 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from quota import keys
 from quota.admission import (
     IDEMPOTENCY_TTL_S,
+    MAX_ENTRIES,
     Admitted,
     Duplicate,
     IdempotencyConflict,
+    QueueFull,
     QuotaExceeded,
     QuotaService,
+    Unavailable,
 )
 from quota.periods import expire_at, parse_period, period_end
 from quota.script import AnyRedis
@@ -380,3 +386,176 @@ async def test_more_callers_than_pooled_connections_all_get_an_answer(
     assert all(isinstance(r, Admitted) for r in results)
     assert await client.get(total_key()) == b"600"
     assert isinstance(await admit(svc, 1), QuotaExceeded)
+
+
+# --- several datasets in one admission (admit_many) -------------------------------------------
+
+DATASETS = ("orders", "users", "returns")
+
+
+def queue_of(dataset_id: str, user_id: str = "u1") -> str:
+    """The stream of ``dataset_id`` in project p1."""
+    return keys.queue_key(user_id, "p1", dataset_id)
+
+
+def entries_of(*datasets: str, user_id: str = "u1") -> list[QueueEntry]:
+    """One entry per dataset, as the OrcaSheets dialect builds them (with its job name)."""
+    return [msgspec.structs.replace(entry(user_id, dataset), event_type="ecommerce_sync")
+            for dataset in datasets]
+
+
+async def admit_many(
+    svc: QuotaService, counts: tuple[int, ...], *, datasets: tuple[str, ...] = DATASETS,
+    key: str | None = None, digest: str = "",
+) -> object:
+    """One admission of ``counts[i]`` records for ``datasets[i]``."""
+    return await svc.admit_many(entries_of(*datasets), counts=counts, idempotency_key=key,
+                                request_digest=digest)
+
+
+async def queue_state(client: AnyRedis, datasets: tuple[str, ...] = DATASETS
+                      ) -> list[tuple[int, int]]:
+    """(entries in the stream, its queued-records counter) of each dataset."""
+    return [(await client.xlen(queue_of(d)),
+             int(await client.get(keys.queued_records_key(queue_of(d))) or 0))
+            for d in datasets]
+
+
+async def test_several_datasets_are_queued_and_counted_in_one_admission(
+    client: AnyRedis,
+) -> None:
+    svc = service(client, default_limit=100)
+    result = await admit_many(svc, (2, 3, 4), key="job-1", digest="d")
+    assert isinstance(result, Admitted)
+    assert (result.used, result.limit, result.remaining) == (9, 100, 91)
+    assert len(result.entry_ids) == 3 and result.entry_id == result.entry_ids[0]
+    assert await client.get(total_key()) == b"9"
+    assert await client.get(keys.usage_delta_key("u1", this_month())) == b"9"
+    assert await queue_state(client) == [(1, 2), (1, 3), (1, 4)]
+    for dataset, entry_id, sent in zip(DATASETS, result.entry_ids, entries_of(*DATASETS),
+                                       strict=True):
+        [(stored_id, fields)] = await client.xrange(queue_of(dataset))
+        assert stored_id.decode() == entry_id
+        assert QueueEntry.from_fields(fields) == sent  # the event type included
+    # every stream indexed for the worker, in one SADD
+    assert await client.smembers(keys.queues_index_key()) == {
+        queue_of(d).encode() for d in DATASETS}
+
+
+def test_every_key_of_a_multi_dataset_admission_is_in_one_cluster_slot() -> None:
+    month = this_month()
+    names = [keys.quota_limit_key("u1"), keys.usage_total_key("u1", month),
+             keys.usage_delta_key("u1", month),
+             keys.idempotency_key("u1", "p1", _digest("job-1"))]
+    for dataset in (*DATASETS, "shipment-tracking", "a" * 128):
+        queue = queue_of(dataset)
+        names += [queue, keys.queued_records_key(queue)]
+    slots = {key_slot(name.encode()) for name in names}
+    assert slots == {key_slot(b"u1")}
+
+
+async def test_over_quota_queues_nothing_in_any_dataset(client: AnyRedis) -> None:
+    svc = service(client, default_limit=10)
+    refused = await admit_many(svc, (4, 4, 4), key="k", digest="x")
+    assert isinstance(refused, QuotaExceeded)
+    assert (refused.requested, refused.used, refused.remaining) == (12, 0, 10)
+    assert await queue_state(client) == [(0, 0), (0, 0), (0, 0)]
+    assert await client.exists(total_key(), keys.queues_index_key()) == 0
+    # the refused key is not remembered; a request that fits is admitted whole
+    assert isinstance(await admit_many(svc, (3, 3, 4), key="k", digest="x"), Admitted)
+    assert await queue_state(client) == [(1, 3), (1, 3), (1, 4)]
+    assert isinstance(await admit_many(svc, (1, 1, 1)), QuotaExceeded)
+
+
+async def test_one_queue_over_its_bound_queues_nothing_anywhere(client: AnyRedis) -> None:
+    svc = QuotaService(client, default_limit=-1, deadline_s=2.0, clock=lambda: FIXED,
+                       max_queue_records=10)
+    assert isinstance(await admit(svc, 8, dataset_id="users"), Admitted)
+    full = await admit_many(svc, (1, 5, 1), key="k", digest="x")
+    assert isinstance(full, QueueFull)
+    assert (full.queued, full.dataset_id) == (8, "users")
+    assert await queue_state(client) == [(0, 0), (1, 8), (0, 0)]
+    assert await client.get(total_key()) == b"8"
+    # an empty queue takes an entry bigger than the bound, as a single admission does
+    admitted = await admit_many(svc, (50, 2, 1), key="k", digest="x")
+    assert isinstance(admitted, Admitted) and admitted.used == 61
+    assert await queue_state(client) == [(1, 50), (2, 10), (1, 1)]
+
+
+async def test_a_replay_answers_the_request_s_total_and_changes_nothing(
+    client: AnyRedis,
+) -> None:
+    svc = service(client, default_limit=100)
+    first = await admit_many(svc, (2, 3, 4), key="job-1", digest="d")
+    assert isinstance(first, Admitted)
+    replays = await asyncio.gather(*(admit_many(svc, (2, 3, 4), key="job-1", digest="d")
+                                     for _ in range(5)))
+    for replay in replays:
+        assert isinstance(replay, Duplicate)
+        assert (replay.count, replay.used, replay.remaining) == (9, 9, 91)
+        assert replay.entry_ids == first.entry_ids and replay.entry_id == first.entry_id
+    assert isinstance(await admit_many(svc, (2, 3, 4), key="job-1", digest="other"),
+                      IdempotencyConflict)
+    assert await client.get(total_key()) == b"9"
+    assert await queue_state(client) == [(1, 2), (1, 3), (1, 4)]
+
+
+async def test_twenty_concurrent_multi_dataset_admissions_race_a_quota_exactly(
+    client: AnyRedis,
+) -> None:
+    svc = service(client)
+    await svc.set_limit("u1", 100)
+    results = await asyncio.gather(*(admit_many(svc, (3, 5, 7)) for _ in range(20)))
+    admitted = [r for r in results if isinstance(r, Admitted)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert (len(admitted), len(refused)) == (6, 14)  # 6 * 15 = 90 <= 100 < 105
+    assert sorted(r.used for r in admitted) == list(range(15, 91, 15))
+    assert all(r.requested == 15 and r.used == 90 for r in refused)
+    assert await client.get(total_key()) == b"90"
+    assert await client.get(keys.usage_delta_key("u1", this_month())) == b"90"
+    assert await queue_state(client) == [(6, 18), (6, 30), (6, 42)]
+    # each admission's entries, one per stream, are those it was answered with
+    stored = [{i.decode() for i, _ in await client.xrange(queue_of(d))} for d in DATASETS]
+    for position, ids in enumerate(stored):
+        assert ids == {r.entry_ids[position] for r in admitted}
+
+
+async def test_one_entry_is_the_single_admission(client: AnyRedis) -> None:
+    svc = service(client)
+    result = await admit_many(svc, (4,), datasets=("orders",), key="k", digest="x")
+    assert isinstance(result, Admitted) and result.entry_ids == (result.entry_id,)
+    # the same stored record as admit's: a replay through either answers the same
+    replay = await svc.admit(entries_of("orders")[0], count=4, idempotency_key="k",
+                             request_digest="x")
+    assert isinstance(replay, Duplicate) and replay.entry_ids == result.entry_ids
+    assert await queue_state(client, ("orders",)) == [(1, 4)]
+
+
+async def test_a_queue_key_of_another_type_fails_before_anything_is_written(
+    client: AnyRedis,
+) -> None:
+    svc = service(client)
+    await client.set(queue_of("returns"), "not a stream")
+    result = await admit_many(svc, (1, 1, 1), key="k", digest="x")
+    assert isinstance(result, Unavailable) and result.reason == "redis_error"
+    assert await queue_state(client, DATASETS[:2]) == [(0, 0), (0, 0)]
+    assert await client.exists(total_key(), keys.idempotency_key("u1", "p1", _digest("k"))) == 0
+
+
+async def test_bad_multi_dataset_arguments_are_refused_before_redis(client: AnyRedis) -> None:
+    svc = service(client)
+    two = entries_of("orders", "users")
+    mixed_users = [two[0], entries_of("users", user_id="u2")[0]]
+    mixed_projects = [two[0], entry(project_id="p2", dataset_id="users")]
+    bad_event = [two[0], msgspec.structs.replace(two[1], event_type="tab\there")]
+    for entries, counts in [
+        ([], []), (two, [1]), (two, [1, 0]), (two, [1, True]), (two, [1, 1.0]),
+        (mixed_users, [1, 1]), (mixed_projects, [1, 1]), (entries_of("orders", "orders"),
+                                                           [1, 1]),
+        (bad_event, [1, 1]),
+        ([entry(dataset_id=f"d{i}") for i in range(MAX_ENTRIES + 1)], [1] * (MAX_ENTRIES + 1)),
+    ]:
+        with pytest.raises(ValueError):
+            await svc.admit_many(entries, counts=counts,  # type: ignore[arg-type]
+                                 idempotency_key=None, request_digest="")
+    assert await client.dbsize() == 0

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from quota import keys
 from quota.admission import Admitted, Duplicate, QuotaService, QuotaUnavailableError, Unavailable
 from strictgate.embedded import EmbeddedServer
-from tests.test_quota_admission import FIXED, admit, this_month
+from tests.test_quota_admission import DATASETS, FIXED, admit, entries_of, this_month
 
 DEADLINE_S = 0.5
 SLACK_S = 0.25  # event loop and process scheduling on a busy CI machine
@@ -161,3 +161,36 @@ async def test_admission_under_load_while_frozen_then_thawed_stays_exact(
     server.resume()
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert counts(server) == (80, 80, 40)
+
+
+async def test_frozen_redis_and_a_multi_dataset_admission_counts_once_on_retry(
+    server: EmbeddedServer, client: aioredis.Redis,
+) -> None:
+    """admit_many keeps admit's retry rules: with a key it is retried (and a retry after
+    the thaw answers the first outcome), without one it is Unavailable at once; the
+    datasets' entries are queued together exactly once."""
+    svc = quota(client)
+    entries = entries_of(*DATASETS)
+    assert isinstance(await admit(svc, 1), Admitted)  # a pooled connection exists now
+    server.pause()
+    try:
+        for key in ("k-multi", None):
+            result, took = await timed(svc.admit_many(
+                entries, counts=(2, 3, 4), idempotency_key=key, request_digest="x"))
+            assert isinstance(result, Unavailable), result
+            assert took < DEADLINE_S + SLACK_S
+    finally:
+        server.resume()
+    await asyncio.sleep(0.2)
+    retry = await svc.admit_many(entries, counts=(2, 3, 4), idempotency_key="k-multi",
+                                 request_digest="x")
+    assert isinstance(retry, Admitted | Duplicate), retry
+    again = await svc.admit_many(entries, counts=(2, 3, 4), idempotency_key="k-multi",
+                                 request_digest="x")
+    assert isinstance(again, Duplicate) and again.count == 9
+    assert again.entry_ids == retry.entry_ids
+    with redis.Redis(port=server.port) as sync:
+        total = int(sync.get(TOTAL) or 0)
+        lengths = [sync.xlen(keys.queue_key("u1", "p1", d)) for d in DATASETS]
+    # 1 + 9 exactly once + (9 if the keyless script ran after the thaw, else 0)
+    assert (total, lengths) in ((10, [1, 1, 1]), (19, [2, 2, 2]))

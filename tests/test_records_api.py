@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from quota.admission import Admitted, QuotaService
 from strictgate.context import utc_now
 from strictgate.ingest.records import CURSOR_LABEL, NDJSON, PARAMETERS, cursor_secret
 from strictgate.lake.engine import LakeConfig
 from strictgate.lake.reader import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec
 from strictgate.lake.writer import LakeWriter
+from strictgate.queue_entry import QueueEntry
 from strictgate.settings import load_settings
 from strictgate.worker.service import build_worker
 from tests.ingest_fixtures import (
@@ -347,3 +350,58 @@ def test_end_to_end_ingest_worker_read(svc: Service, key: str) -> None:
             for rec in page["records"]] == batch
     assert {rec["__traceId"] for rec in page["records"]} == {"req_e2e"}
     assert page["next_cursor"] is None
+
+
+ORDERS = {"envelope": "none", "fields": {"order_id": "string", "amount": "number"}}
+
+
+def test_the_event_type_is_read_back_only_for_the_records_that_carry_it(
+    svc: Service, key: str,
+) -> None:
+    """A Loguro record and the rows of one two-dataset admission with a job name (as the
+    OrcaSheets route queues them), through the lake worker: ``__eventType`` on those rows
+    only, and every record as the OpenAPI document describes a read record."""
+    svc.put_dataset("p1", "orders", ORDERS)
+    r = svc.post("/datasets/13/batch", key, [SEED_SINGLE], **{"X-Request-Id": "req_plain"})
+    assert r.status_code == 202, r.text
+    orders = [{"order_id": "1001", "amount": 49.99}, {"order_id": "1002", "amount": 5.0}]
+
+    async def admit_and_drain() -> None:
+        client = aioredis.Redis.from_url(svc.redis_url)
+        quota = QuotaService(client, default_limit=-1, deadline_s=2.0, clock=utc_now)
+        entries = [QueueEntry(
+            records=orjson.dumps(records), trace_id="req_job", dataset_version=1,
+            received_at="2031-01-01T00:00:00.000Z", project_id="p1", dataset_id=dataset,
+            user_id="u1", event_type="ecommerce_backfill_2026_05")
+            for dataset, records in (("13", [SEED_SINGLE]), ("orders", orders))]
+        admitted = await quota.admit_many(entries, counts=[1, 2], idempotency_key=None,
+                                          request_digest="")
+        assert isinstance(admitted, Admitted)
+        settings = load_settings({"REDIS_URL": svc.redis_url,
+                                  "STRICTGATE_DATA_DIR": str(svc.data_dir)})
+        worker = build_worker(client, settings, utc_now, None)
+        try:
+            await worker.drain()
+        finally:
+            close = getattr(worker, "close", None)
+            if close is not None:
+                close()
+            await client.aclose()
+
+    asyncio.run(admit_and_drain())
+    seed = get(svc, key, "/datasets/13/records").json()["records"]
+    assert [rec["__traceId"] for rec in seed] == ["req_plain", "req_job"]
+    assert "__eventType" not in seed[0]  # absent, not null: read as before
+    assert seed[1]["__eventType"] == "ecommerce_backfill_2026_05"
+    rows = get(svc, key, "/datasets/orders/records").json()["records"]
+    assert [{k: v for k, v in rec.items() if not k.startswith("__")} for rec in rows] == orders
+    assert {rec["__eventType"] for rec in rows} == {"ecommerce_backfill_2026_05"}
+    line = get(svc, key, "/datasets/orders/records?limit=1", Accept=NDJSON).text
+    assert json.loads(line)["__eventType"] == "ecommerce_backfill_2026_05"
+
+    doc = svc.client.get("/openapi.json").json()
+    stored = inline(doc["components"]["schemas"]["StoredRecord"], doc["components"]["schemas"])
+    for record in seed + rows:
+        jsonschema.Draft202012Validator(stored).validate(record)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(stored).validate({**rows[0], "__eventType": 7})

@@ -13,7 +13,7 @@ import pytest
 
 from validator import BodyError, compile_dataset
 from validator.checker import MAX_STRING, pairs_hook
-from validator.compiled import BatchResult, CompiledDataset
+from validator.compiled import MAX_BATCH_ERRORS, BatchResult, CompiledDataset
 from validator.scan import MAX_NEST, _encodable, build_scanner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,9 @@ def test_timestamps_the_scanner_found_valid_are_not_checked_again() -> None:
         checked.append(set(valid_times))
         return inner(record, valid_times)
     v._check = spy
-    result: BatchResult = v.validate_batch(orjson.dumps([with_(REC, amount="x")]))
+    # A context the checker must walk: the scanner cannot say what is wrong with it.
+    long_context = {"note": "x" * (MAX_STRING + 1)}
+    result: BatchResult = v.validate_batch(orjson.dumps([with_(REC, context=long_context)]))
     assert result.failed_records == 1
     assert checked == [{REC["timestamp"], REC["signup_at"]}]
 
@@ -303,10 +305,13 @@ def test_field_names_no_fast_path_can_hold_are_checked_precisely(name: str) -> N
 def expect_on_every_path(definition: dict[str, Any], body: bytes,
                          expected: list[tuple[int, str, str, str]]) -> None:
     """Scanner, msgspec and precise paths all give ``expected`` (index, code, field,
-    message) on ``body``, and ``validate`` of each record gives its part of it."""
-    for count, errors, _, _, _ in verdicts(definition, body):
+    message) on ``body`` (listed up to the cap, all counted), and ``validate`` of each
+    record gives its part of it."""
+    for count, errors, error_count, _, _ in verdicts(definition, body):
         assert count == len(json.loads(body))
-        assert [(e.index, e.code, e.field, e.message) for e in errors] == expected
+        assert [(e.index, e.code, e.field, e.message) for e in errors] == \
+            expected[:MAX_BATCH_ERRORS]
+        assert error_count == len(expected)
     v = compile_dataset(definition)
     for i, record in enumerate(json.loads(body, object_pairs_hook=pairs_hook)):
         assert [(i, e.code, e.field, e.message) for e in v.validate(record)] == [

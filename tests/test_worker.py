@@ -12,6 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from quota import keys
+from quota.admission import Admitted, QuotaService
+from strictgate.context import utc_now
 from strictgate.queue_entry import QueueEntry
 from strictgate.worker import sink
 from strictgate.worker.consumer import Worker
@@ -275,3 +277,32 @@ async def test_an_unexpected_error_is_logged_seen_and_retried_not_fatal(
     assert len(bugs) == 1 and bugs[0].exc_info is not None
     assert any("sink cannot write" in r.getMessage() and "internal error: RuntimeError"
                in r.getMessage() for r in caplog.records)
+
+
+async def test_event_type_is_written_on_each_line_of_its_entries_only(
+    aredis: aioredis.Redis, tmp_path: Path,
+) -> None:
+    """Entries of one multi-dataset admission (OrcaSheets: a job name for every row) and an
+    entry without one: ``__eventType`` on the lines of the first only."""
+    svc = QuotaService(aredis, default_limit=-1, deadline_s=2.0, clock=utc_now)
+    rows = {"orders": [{"order_id": "1001"}, {"order_id": "1002"}], "users": [{"u": "a"}]}
+    entries = [QueueEntry(
+        records=orjson.dumps(records), trace_id="req_job", dataset_version=1,
+        received_at="2026-06-10T10:00:00.000Z", project_id="p1", dataset_id=dataset,
+        user_id="u1", event_type='ecommerce "sync"') for dataset, records in rows.items()]
+    admitted = await svc.admit_many(entries, counts=[2, 1], idempotency_key=None,
+                                    request_digest="")
+    assert isinstance(admitted, Admitted)
+    await _enqueue(aredis, _entry(1, "req_plain"))
+    assert await Worker(aredis, tmp_path).drain() == 3
+    by_dataset = {path.parent.parent.name: [json.loads(line) for line in
+                                            path.read_text().splitlines()]
+                  for path in tmp_path.rglob("*.jsonl")}
+    assert by_dataset["orders"] == [
+        {"order_id": "1001", "__traceId": "req_job", "__datasetVersion": 1,
+         "__eventType": 'ecommerce "sync"'},
+        {"order_id": "1002", "__traceId": "req_job", "__datasetVersion": 1,
+         "__eventType": 'ecommerce "sync"'}]
+    assert by_dataset["users"] == [{"u": "a", "__traceId": "req_job", "__datasetVersion": 1,
+                                    "__eventType": 'ecommerce "sync"'}]
+    assert "__eventType" not in by_dataset["13"][0]

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +28,13 @@ import redis
 import redis.asyncio as aioredis
 
 from quota import keys
+from strictgate.lake import maintenance, tables
 from strictgate.lake.engine import LakeConfig
-from strictgate.lake.maintenance import CompactionReport
+from strictgate.lake.maintenance import CompactionFailed, CompactionReport, compact_in_child
+from strictgate.lake.writer import LakeWriter
 from strictgate.worker.compaction import LOCK_TTL_MS, CompactionSchedule, Compactor, compact_pass
 from strictgate.worker.lake_sink import LakeWorker
+from tests.lake_support import ROOT, seed_definitions, seed_entries
 from tests.worker_lake_support import enqueue, entry_fields, lake_rows, register_seed, seed_records
 
 LOCK = keys.lake_compaction_lock_key()
@@ -276,3 +283,145 @@ async def test_commits_complete_while_a_compaction_runs(
     during = [t for t in commit_times if began < t < ended]
     assert len(during) >= 3, (began, ended, commit_times)
     assert len(lake_rows(lake)) == 3 * sent
+
+
+def _hold_catalog_lock(lake: LakeConfig) -> subprocess.Popen[str]:
+    """Another process holding the SQLite catalog's write lock until its stdin closes:
+    every compaction step then fails with "database is locked" and is retried (about 15 s
+    in all), a pass that runs long."""
+    path = lake.catalog.removeprefix("sqlite:")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys\n"
+         f"db = sqlite3.connect({path!r}, isolation_level=None, timeout=10)\n"
+         "db.execute('BEGIN IMMEDIATE')\nprint('held', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(10)
+
+
+def _children_of(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+async def test_a_pass_runs_in_a_child_process_and_reports_back(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    """What DuckDB keeps of a pass (it leaks the memory of every merge whose commit fails)
+    ends with the child, not in the worker."""
+    await register_seed(aredis)
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0)
+    try:
+        await write_entries(aredis, sync_redis, worker, "c", 3)
+    finally:
+        worker.close()
+    report = compact_pass(lake, timedelta(0))
+    assert report.pid not in (0, os.getpid())
+    assert report.files_merged >= 1 and report.snapshots_expired >= 1
+    assert set(report.steps) >= {"merge", "expire", "cleanup", "orphans"}
+    assert len(lake_rows(lake)) == 9
+
+
+def test_the_compaction_child_loads_no_validator() -> None:
+    """It starts in about 0.35 s and 50 MB; the validator (numba) would make that 1.4 s and
+    180 MB per pass. The ledger's schema name it keeps apart is the tables' one."""
+    assert maintenance.META == tables.META
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, strictgate.lake.maintenance as m\n"
+         "assert not [n for n in sys.modules if n.split('.')[0] == 'validator'], m"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-1000:]
+
+
+async def test_a_failing_child_pass_names_its_error_without_the_catalog_password(
+    aredis: aioredis.Redis, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO, logger="strictgate.worker")
+    catalog = ("postgres:host=127.0.0.1 port=1 dbname=lake user=sg password=hunter2"
+               " connect_timeout=2")
+    compaction = CompactionSchedule(
+        aredis, LakeConfig(catalog=catalog, data_path=f"{tmp_path}/"), keep_snapshots_s=0)
+    assert await compaction.run_pass() is None
+    assert compaction.failures == 1 and compaction.failing not in (None, "CompactionFailed")
+    (warning,) = [r for r in caplog.records if "compaction failed" in r.getMessage()]
+    text = warning.getMessage()
+    assert f"{compaction.failing}:" in text and "hunter2" not in text
+    assert "Traceback" not in text
+
+
+def _lake_to_compact(lake: LakeConfig) -> None:
+    """Three commits: files to merge, snapshots to expire."""
+    writer = LakeWriter(lake, seed_definitions)
+    try:
+        for i in range(3):
+            writer.write(seed_entries(1, 3, start=i))
+    finally:
+        writer.close()
+
+
+def test_a_pass_that_outlasts_its_time_is_stopped(lake: LakeConfig) -> None:
+    _lake_to_compact(lake)
+    holder = _hold_catalog_lock(lake)
+    try:
+        others = set(_children_of(os.getpid()))  # the lock holder, the test's valkey...
+        started = time.monotonic()
+        with pytest.raises(CompactionFailed) as failed:
+            compact_in_child(lake, keep_snapshots=timedelta(0), timeout_s=3)
+        assert failed.value.kind == "timeout" and time.monotonic() - started < 10
+        assert set(_children_of(os.getpid())) == others  # the child was killed
+    finally:
+        _release(holder)
+
+
+def test_a_pass_dies_with_the_worker_that_started_it(lake: LakeConfig, tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-pass leaves no pass running behind it (as when passes ran in
+    its threads): the previous state stays, the next worker's pass does the work."""
+    _lake_to_compact(lake)
+    holder = _hold_catalog_lock(lake)
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "from strictgate.lake.engine import LakeConfig\n"
+         "from strictgate.lake.maintenance import compact_in_child\n"
+         f"compact_in_child(LakeConfig({lake.catalog!r}, {lake.data_path!r}))\n"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (children := _children_of(parent.pid)):
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        (child,) = children
+        time.sleep(1.0)  # past its start: compacting (retrying the locked catalog)
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, "the compaction child outlived its worker"
+            time.sleep(0.05)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        _release(holder)

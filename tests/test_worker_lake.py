@@ -18,6 +18,7 @@ from strictgate.context import utc_now
 from strictgate.lake.engine import LakeConfig
 from strictgate.lake.writer import LakeEntry, LakeWriter
 from strictgate.settings import load_settings
+from strictgate.worker import lake_sink
 from strictgate.worker.consumer import Worker
 from strictgate.worker.lake_sink import LakeWorker
 from strictgate.worker.service import build_worker
@@ -262,3 +263,30 @@ def test_a_worker_process_of_its_own_writes_with_every_core(
     assert isinstance(alone, LakeWorker) and isinstance(beside_api, LakeWorker)
     assert alone.config.threads == min(os.cpu_count() or 1, 4)
     assert beside_api.config.threads == 1
+
+
+async def test_a_long_running_worker_bounds_its_memory_and_writes_each_record_once(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer replaces its connection when DuckDB's cache of per-commit statistics
+    passes the worker's limit (here: at once), with no record lost or doubled across the
+    new connections; the per-commit record counts keep only the last commits."""
+    monkeypatch.setattr(lake_sink, "RECENT_COMMITS", 3)
+    await register_seed(aredis)
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0, writer_cache_limit=1)
+    worker._open_writer().cache_check_every = 2
+    stream = ""
+    try:
+        for i in range(9):
+            stream = enqueue(sync_redis, entry_fields(seed_records(2, f"m{i}"), f"t{i}"))
+            assert await worker.drain() == 1
+        assert worker.writer_reconnects == 4  # before commits 3, 5, 7 and 9
+    finally:
+        worker.close()
+    assert worker.writer_reconnects == 4  # counted after the writer is closed too
+    assert worker.commits == 9 and len(worker.records_per_commit) <= 6
+    assert worker.records_per_commit[-1] == 2
+    rows = lake_rows(lake)
+    assert len(rows) == 18 and len(set(rows)) == 18
+    assert sync_redis.xlen(stream) == 0

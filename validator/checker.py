@@ -403,6 +403,12 @@ def _error(code: str, message: str, path: str) -> FieldError:
     return FieldError(code, shown, f"{message}: {shown}")
 
 
+def extra_field(key: str) -> FieldError:
+    """The error of an undeclared top-level ``key`` (also what the record scanner's exact
+    errors use: see :class:`validator.scan.ExactErrors`)."""
+    return _error(E.EXTRA_FIELD, "Extra field", key)
+
+
 class _Step(NamedTuple):
     """How ``check_record`` checks one declared field. A field declared by its type alone
     is checked inline (``types``: its accepted types), else by ``check``; the errors of a
@@ -480,9 +486,7 @@ def compile_record(fields: dict[str, dict[str, Any]], loguro: bool = True) -> Re
                         walk_free(ctx, "context", 2, out)
                         break
         if not known.issuperset(record):
-            for key in record:
-                if key not in known:
-                    _err(out, E.EXTRA_FIELD, "Extra field", key)
+            out.extend(extra_field(key) for key in record if key not in known)
         # Errors past the 20th are cut at the end: the inline checks do not count them
         # (errors are only ever appended, so the first 20 are the same).
         for (name, c, missing, types, wrong_type, bad_timestamp, too_long, not_finite,

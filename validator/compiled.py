@@ -12,6 +12,15 @@ single-record decoder (in one C loop, see :func:`validator.fast.decode_each`), t
 checks run on the records that pass and name the ones they fail, and only the records that
 failed something are parsed and checked field by field: valid records never reach the
 precise checker.
+
+Invalid records mostly do not either: of the records the scanner doubts, those it could
+describe exactly get the checker's errors from that description
+(:class:`validator.scan.ExactErrors`), without a parse. Only a bounded number of errors is
+listed (:data:`MAX_BATCH_ERRORS`, what a 400 shows); past it a described record costs a
+count, not a list. ``validate_batch(..., all_errors=True)`` also keeps every failing
+record's errors, for a policy that sets the invalid records aside
+(:meth:`BatchResult.failures`) and admits the valid ones
+(:meth:`BatchResult.valid_payload`).
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -45,11 +55,17 @@ from validator.fast import FastPath, build, failing_times
 SCANNER_ENABLED = os.environ.get("STRICTGATE_SCANNER", "").strip().lower() not in (
     "0", "false", "no", "off")
 if SCANNER_ENABLED:
-    from validator.scan import Scan, Scanner, build_scanner
+    from validator.scan import ExactErrors, Scan, Scanner, build_scanner, exact_errors
 
-# At most this many record errors are kept in a BatchResult (error_count has them all).
-MAX_BATCH_ERRORS = 1000
+# At most this many record errors are listed in a BatchResult (error_count, failed_records
+# and error_codes count them all): what a 400 answer shows
+# (strictgate.ingest.answers.MAX_ERRORS_PER_RESPONSE). Listing more only cost time: a body
+# of 1000 failing records spent more on the list than on finding the errors.
+MAX_BATCH_ERRORS = 100
 DEFAULT_MAX_RECORDS = 1000
+# Below this many records the scanner described, checking them is cheaper than the numpy
+# calls that turn descriptions into errors (about 0.1 ms whatever their number).
+MIN_DESCRIBED = 24
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
@@ -64,6 +80,19 @@ EMPTY_BATCH = "Batch body must be a non-empty array"
 NOT_OBJECT = "Payload must be an object"
 
 
+class RecordFailure(NamedTuple):
+    """A failing record of a batch: its ``index``, the ``record`` as sent (its bytes in the
+    body) and its ``errors`` (at most 20)."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the API name
+    record: bytes
+    errors: list[FieldError]
+
+
+# The bytes of the records at some indices of a body, as sent.
+RawRecords = Callable[[list[int]], list[bytes]]
+
+
 @dataclass
 class BatchResult:
     """The verdict on one body.
@@ -71,9 +100,11 @@ class BatchResult:
     ``count``: records in the body. ``ok``: all valid. ``errors``: every error of every
     failing record (at most 20 per record), in record order, capped at
     :data:`MAX_BATCH_ERRORS`; ``error_count``: how many there were before that cap;
+    ``error_codes``: how many of each code (they add up to ``error_count``);
     ``failed_records``: how many records failed. ``payload``: the records as one compact
     JSON array (the body with its line breaks removed: each record is one line), only
-    meaningful when ``ok``.
+    meaningful when ``ok``. ``complete`` (``validate_batch(..., all_errors=True)``):
+    :meth:`failures` has every failing record with all its errors.
     """
 
     count: int
@@ -81,11 +112,42 @@ class BatchResult:
     error_count: int = 0
     failed_records: int = 0
     payload: bytes = b"[]"
+    complete: bool = False
+    error_codes: dict[str, int] = field(default_factory=dict)
+    # With complete: each failing record's index and errors, in order (lists shared
+    # between records: read-only).
+    failed: list[tuple[int, list[FieldError]]] = field(default_factory=list, repr=False)
+    raw: RawRecords | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         """No record failed."""
         return self.error_count == 0
+
+    def failures(self) -> list[RecordFailure]:
+        """Every failing record, in order: what a quarantine keeps. Needs a ``complete``
+        result (else only the records the capped ``errors`` reach would be known)."""
+        if not self.complete:
+            raise ValueError("failures() needs validate_batch(..., all_errors=True)")
+        if not self.failed:
+            return []
+        assert self.raw is not None
+        records = self.raw([k for k, _ in self.failed])
+        new = tuple.__new__
+        return [new(RecordFailure, (k, record, errs))
+                for (k, errs), record in zip(self.failed, records, strict=True)]
+
+    def valid_payload(self) -> tuple[int, bytes]:
+        """The valid records: how many, and them as one compact JSON array (each record one
+        line, as ``payload``): what a quarantine admits. Needs a ``complete`` result."""
+        if not self.complete:
+            raise ValueError("valid_payload() needs validate_batch(..., all_errors=True)")
+        if not self.failed:
+            return self.count, self.payload
+        assert self.raw is not None
+        failed = {k for k, _ in self.failed}
+        kept = self.raw([k for k in range(self.count) if k not in failed])
+        return len(kept), _compact(b"[" + b",".join(kept) + b"]")
 
     @property
     def records(self) -> list[Any]:
@@ -186,6 +248,25 @@ def _decode_all(blobs: list[bytes]) -> list[Any]:
     return values
 
 
+def _listing(failed: list[tuple[int, list[FieldError]]]) -> list[RecordError]:
+    """The errors of the ``failed`` records (index, errors) as one list, cut at
+    :data:`MAX_BATCH_ERRORS`."""
+    # tuple.__new__ makes a NamedTuple without its Python-level __new__ or _make.
+    new = tuple.__new__
+    errors: list[RecordError] = []
+    append = errors.append
+    for index, errs in failed:
+        if len(errors) >= MAX_BATCH_ERRORS:
+            break
+        if len(errs) == 1:  # the usual case
+            append(new(RecordError, (index, *errs[0])))
+        else:
+            errors.extend([new(RecordError, (index, *e)) for e in errs])
+    # The records' errors were added whole: cut at the cap.
+    del errors[MAX_BATCH_ERRORS:]
+    return errors
+
+
 def _body_error(body: bytes, exc: BaseException) -> BodyError:
     """Name what is wrong with a body msgspec could not even split into elements."""
     if isinstance(exc, RecursionError):
@@ -220,6 +301,8 @@ class CompiledDataset:
         self._fast: FastPath | None = build(fields, loguro)
         self._scanner: Scanner | None = build_scanner(
             fields, loguro) if SCANNER_ENABLED else None
+        self._exact: ExactErrors | None = exact_errors(
+            self._scanner, 2 if loguro else 0, self._check) if self._scanner else None
 
     @property
     def has_fast_path(self) -> bool:
@@ -232,16 +315,19 @@ class CompiledDataset:
         return self._check(record)
 
     def validate_batch(self, body: bytes, *, max_records: int = DEFAULT_MAX_RECORDS,
-                       ) -> BatchResult:
+                       all_errors: bool = False) -> BatchResult:
         """Parse a JSON array body and validate every record. Raises :class:`BodyError` for
-        a body that is not a non-empty array of at most ``max_records`` elements."""
+        a body that is not a non-empty array of at most ``max_records`` elements.
+        ``all_errors``: keep every failing record's errors (not only the first
+        :data:`MAX_BATCH_ERRORS`), for :meth:`BatchResult.failures`."""
         scanner = self._scanner
         if scanner is not None:
             scan = scanner.scan(body, max_records)
             if scan is not None:
                 if not scan.doubtful:
-                    return BatchResult(scan.count, payload=_compact(body))
-                return self._scanned_batch(body, scan)
+                    return BatchResult(scan.count, payload=_compact(body),
+                                       complete=all_errors)
+                return self._scanned_batch(body, scan, all_errors)
         fast = self._fast
         if fast is not None:
             try:
@@ -253,8 +339,8 @@ class CompiledDataset:
                 if 0 < n <= max_records and fast.timestamps_ok(records) and \
                         not fast.pattern_failures(records) and \
                         fast.no_duplicates(body, records):
-                    return BatchResult(n, payload=_compact(body))
-        return self._precise_batch(body, max_records)
+                    return BatchResult(n, payload=_compact(body), complete=all_errors)
+        return self._precise_batch(body, max_records, all_errors)
 
     def validate_one(self, body: bytes) -> BatchResult:
         """Validate a body that must be one JSON object (the single-record endpoint)."""
@@ -272,7 +358,8 @@ class CompiledDataset:
             raise _body_error(body, exc) from None
         raise BodyError("not_an_object", NOT_OBJECT)
 
-    def _precise_batch(self, body: bytes, max_records: int) -> BatchResult:
+    def _precise_batch(self, body: bytes, max_records: int, all_errors: bool = False,
+                       ) -> BatchResult:
         try:
             # ASCII is UTF-8: a scan, no 200 KB string to build and free.
             body.isascii() or body.decode("utf-8")
@@ -296,18 +383,45 @@ class CompiledDataset:
             raise BodyError("too_many_records",
                             f"Too many records in batch (at most {max_records})", 413,
                             f"{n} records")
-        return self._result(body, n, self._failing_records(raws))
+        result = self._result(body, n, self._failing_records(raws), all_errors)
+        result.raw = lambda indices: [bytes(raws[k]) for k in indices]
+        return result
 
-    def _scanned_batch(self, body: bytes, scan: Scan) -> BatchResult:
-        """The result of a body the scanner read: only its doubtful records are parsed
-        (by msgspec, but those with repeated or escaped keys or out-of-range numbers, which
-        take Python's parser) and checked, their timestamps the scanner found valid
-        not again."""
+    def _scanned_batch(self, body: bytes, scan: Scan, all_errors: bool) -> BatchResult:
+        """The result of a body the scanner read. Its doubtful records the scanner described
+        exactly get their errors from :class:`ExactErrors`, only as many as are listed
+        (the others a count); the rest are parsed (by msgspec, but those with repeated or
+        escaped keys or out-of-range numbers, which take Python's parser) and checked,
+        their timestamps the scanner found valid not again."""
+        exact = self._exact
+        checked, described = (scan.inexact, scan.exact) if exact is not None and len(
+            scan.exact) >= MIN_DESCRIBED else (scan.doubtful, [])
+        failures = self._check_scanned(body, scan, checked) if checked else {}
+        starts, ends = scan.starts, scan.ends
+
+        def raw(indices: list[int]) -> list[bytes]:
+            at = np.asarray(indices, np.intp)
+            return list(map(body.__getitem__, map(slice, starts[at].tolist(),
+                                                  ends[at].tolist())))
+
+        if not described:
+            result = self._result(body, scan.count, failures, all_errors)
+        else:
+            assert exact is not None
+            result = self._described_result(body, scan, exact, described, failures,
+                                            all_errors)
+        result.raw = raw
+        return result
+
+    def _check_scanned(self, body: bytes, scan: Scan, checked: list[int],
+                       ) -> dict[int, list[FieldError]]:
+        """Errors by record index of the ``checked`` records of a scanned body, parsed and
+        run through the precise checker."""
         scanner = self._scanner
         assert scanner is not None
         starts, ends, verified = scan.starts, scan.ends, scan.verified
-        exotic = set(scan.exotic)
-        plain = [i for i in scan.doubtful if i not in exotic] if exotic else scan.doubtful
+        exotic = set(scan.exotic).intersection(checked) if scan.exotic else set()
+        plain = [i for i in checked if i not in exotic] if exotic else checked
         records = _decode_all([body[starts[i]:ends[i]] for i in plain])
         valid_times: set[str] = set()
         for bit, name in scanner.timestamp_bits:
@@ -315,29 +429,69 @@ class CompiledDataset:
                                if verified[i] & bit)
         indices = plain
         if exotic:
-            indices = [*plain, *scan.exotic]
-            records += _parse_precise_all([body[starts[i]:ends[i]] for i in scan.exotic])
-        return self._result(body, scan.count, self._check_each(indices, records, valid_times))
+            odd = sorted(exotic)
+            indices = [*plain, *odd]
+            records += _parse_precise_all([body[starts[i]:ends[i]] for i in odd])
+        return self._check_each(indices, records, valid_times)
 
     @staticmethod
-    def _result(body: bytes, n: int, failures: dict[int, list[FieldError]]) -> BatchResult:
+    def _described_result(body: bytes, scan: Scan, exact: ExactErrors, described: list[int],
+                          failures: dict[int, list[FieldError]], all_errors: bool,
+                          ) -> BatchResult:
+        """The verdict on a scanned body whose ``described`` records the scanner described
+        exactly, the others' errors being ``failures``: the errors of the records listed
+        (all, or up to :data:`MAX_BATCH_ERRORS`), the counts of all."""
+        counts = exact.counts(scan, described)
+        failing = np.flatnonzero(counts)
+        order: list[int] = np.asarray(described)[failing].tolist()
+        sizes: list[int] = counts[failing].tolist()
+        error_count = sum(sizes) + sum(map(len, failures.values()))
+        failed_records = len(order) + len(failures)
+        codes = exact.codes(body, scan, order) if order else Counter()
+        codes.update(e.code for errs in failures.values() for e in errs)
+        if failures:
+            size_of = dict(zip(order, sizes, strict=True))
+            size_of.update((k, len(v)) for k, v in failures.items())
+            order = sorted(size_of)
+            sizes = [size_of[k] for k in order]
+        if not all_errors:
+            # Records whose errors start before the cap are told (listed, then cut).
+            total = 0
+            for m, size in enumerate(sizes):
+                if total >= MAX_BATCH_ERRORS:
+                    del order[m:]
+                    break
+                total += size
+        wanted = [k for k in order if k not in failures] if failures else order
+        told = iter(exact.errors(body, scan, wanted))
+        listed = [(k, failures[k] if k in failures else next(told)) for k in order] \
+            if failures else list(zip(order, told, strict=True))
+        result = BatchResult(scan.count, _listing(listed), error_count, failed_records,
+                             _compact(body), all_errors, dict(codes))
+        if all_errors:
+            result.failed = listed
+        return result
+
+    @staticmethod
+    def _result(body: bytes, n: int, failures: dict[int, list[FieldError]],
+                all_errors: bool = False) -> BatchResult:
         """The verdict on a body of ``n`` records with these record ``failures``."""
-        result = BatchResult(n, payload=_compact(body))
-        make = RecordError._make
-        errors = result.errors
-        count = 0
-        for index in sorted(failures):
-            errs = failures[index]
-            count += len(errs)
-            if len(errors) < MAX_BATCH_ERRORS:
-                if len(errs) == 1:  # the usual case, without a map per record
-                    errors.append(make((index, *errs[0])))
-                else:
-                    errors.extend(map(make, map((index,).__add__, errs)))
-        # The records' errors were added whole: cut at the cap.
-        del errors[MAX_BATCH_ERRORS:]
-        result.error_count = count
+        listed = sorted(failures.items())
+        result = BatchResult(n, payload=_compact(body), complete=all_errors)
+        result.error_count = sum(map(len, failures.values()))
+        result.error_codes = dict(Counter(e.code for errs in failures.values() for e in errs))
         result.failed_records = len(failures)
+        if not all_errors:
+            # Records whose errors start before the cap (cut at it below).
+            total = 0
+            for m, (_, errs) in enumerate(listed):
+                if total >= MAX_BATCH_ERRORS:
+                    del listed[m:]
+                    break
+                total += len(errs)
+        result.errors = _listing(listed)
+        if all_errors:
+            result.failed = listed
         return result
 
     def _failing_records(self, raws: list[msgspec.Raw]) -> dict[int, list[FieldError]]:

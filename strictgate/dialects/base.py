@@ -26,6 +26,33 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Part:
+    """The records of one request that go to one dataset."""
+
+    dataset_id: str
+    records: list[bytes]
+    """Each record's JSON text, as sent."""
+    indexes: list[int]
+    """Each record's place in the request."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """A request whose records go to several datasets (all or nothing)."""
+
+    parts: list[Part]
+    count: int
+    event_type: str | None = None
+    """Stored with every row (``__eventType``)."""
+    record_path: str = "records[{index}]"
+    """Where a record sits in the request, for error paths (``{index}``: its place)."""
+    name_path: str = "records[{index}].dataset"
+    """Where a record names its dataset, for errors about that name."""
+    flat: bool = True
+    """Whether an inferred definition takes only flat rows (see the ``infer`` policy)."""
+
+
+@dataclass(frozen=True)
 class IngestRoute:
     """One ingest route: a ``POST`` path (Starlette's template syntax, ``{name}`` matching
     one non-empty segment) served by ``dialect``."""
@@ -75,6 +102,15 @@ class Dialect(abc.ABC):
         """A last look at the valid records before admission (e.g. an open project's
         service limit); raises an :class:`ApiError` to refuse. Default: no check."""
         return None
+
+    def split(self, route: IngestRoute, body: bytes, max_records: int) -> Split | None:
+        """The datasets a body's records go to, for APIs whose requests name a dataset per
+        record (raises an :class:`ApiError` for a malformed body), or None when the whole
+        body is the records of the one dataset :meth:`dataset` names (the default)."""
+        return None
+
+    splits: bool = False
+    """Whether :meth:`split` gives the datasets (else :meth:`dataset`)."""
 
     event_datasets_only: bool = False
     """Whether the API answers with server-assigned record ids, so it can only write to

@@ -9,11 +9,14 @@ inclusive, ``to`` exclusive, a date as ``to`` includes that whole day) and ``ver
 Anything else, a repeated parameter or a bad value is a 400 whose ``field`` names it.
 
 The answer is ``{"success": true, "records": [...], "next_cursor": ... | null}``, records in
-receipt order. With ``Accept: application/x-ndjson`` the body is one record per line
-instead and the next cursor travels in the ``X-Next-Cursor`` header (absent on the last
-page), so every line is a record. A registered dataset nothing was written to yet answers
-an empty page; a lake that cannot be read is a 503 ``lake_unavailable`` with Retry-After;
-with ``STRICTGATE_SINK=jsonl`` (no lake) the route answers 501 ``read_unavailable``.
+receipt order, each with its system fields (``__traceId``, ``__datasetVersion``,
+``__receivedAt``, ``__entryId``, and ``__eventType`` only when the record has one:
+:func:`strictgate.lake.reader.rebuild`). With ``Accept: application/x-ndjson`` the body is
+one record per line instead and the next cursor travels in the ``X-Next-Cursor`` header
+(absent on the last page), so every line is a record. A registered dataset nothing was
+written to yet answers an empty page; a lake that cannot be read is a 503
+``lake_unavailable`` with Retry-After; with ``STRICTGATE_SINK=jsonl`` (no lake) the route
+answers 501 ``read_unavailable``.
 
 The DuckDB reads are synchronous: they run on one thread of their own per process (the
 reader serializes on its one cached connection anyway), so a flood of reads never takes

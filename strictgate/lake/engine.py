@@ -207,6 +207,9 @@ def connect(config: LakeConfig, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     try:
         # ICU is built in; partition values of day(<timestamptz>) follow this setting
         con.execute("SET TimeZone = 'UTC'")
+        # a statement running over 2 s (a merge, a big read) would draw a progress bar on
+        # stdout: into a service's log, or into a compaction child's answer to its parent
+        con.execute("SET enable_progress_bar = false")
         for name in needed_extensions(config):
             con.execute(f"LOAD {_quote_literal(str(extension_path(name)))}")
         options = [f"DATA_PATH {_quote_literal(config.data_path)}"]

@@ -8,7 +8,8 @@ did not issue (or one of another dataset) is refused.
 
 Each row is rebuilt into the record as sent through its own version's column map (see
 :mod:`strictgate.lake.tables` for the value rules), plus ``__traceId``, ``__datasetVersion``,
-``__receivedAt`` (as the API stamped it: ``YYYY-MM-DDTHH:MM:SS.mmmZ``) and ``__entryId``.
+``__receivedAt`` (as the API stamped it: ``YYYY-MM-DDTHH:MM:SS.mmmZ``), ``__entryId`` and,
+only for a record that came with one (an OrcaSheets job name), ``__eventType``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,11 @@ def rebuild(layout: Layout, row: dict[str, Any]) -> dict[str, Any]:
     record["__datasetVersion"] = row["__datasetVersion"]
     record["__receivedAt"] = render_received_at(row["__receivedAt"])
     record["__entryId"] = row["__entryId"]
+    # absent, not null, without one: records of the other dialects read as they always did
+    # (a table older than the column has no such key at all)
+    event_type = row.get("__eventType")
+    if event_type is not None:
+        record["__eventType"] = event_type
     return record
 
 

@@ -5,7 +5,10 @@ Columns. ``string`` VARCHAR, ``number`` DOUBLE, ``integer`` BIGINT, ``boolean`` 
 ``timestamp`` TIMESTAMPTZ; every other field (objects, arrays, unions of types, enum/const
 without one type) and ``context`` are JSON. System columns come first: ``__receivedAt``
 (TIMESTAMPTZ), ``__entryId`` (the queue entry), ``__seq`` (the record's place in its entry),
-``__traceId``, ``__datasetVersion`` and ``__absent`` (see below). Then the envelope's
+``__traceId``, ``__datasetVersion``, ``__absent`` (see below) and ``__eventType`` (the job
+name of an OrcaSheets request, NULL for records that came without one). A table created
+before a system column existed gets it added in place (NULL in its older rows) by the first
+writer that meets it (:func:`ensure_layout`). Then the envelope's
 columns (see :mod:`validator.definition`): ``timestamp`` and ``context`` for ``loguro``,
 ``id`` (VARCHAR) and ``timestamp`` for ``event`` (every stored event has both: the server
 assigns them), none for ``none``; then the declared fields.
@@ -74,7 +77,9 @@ SQL_TYPES = {"string": "VARCHAR", "number": "DOUBLE", "integer": "BIGINT",
 TRANSFORM_TYPES = {**SQL_TYPES, "timestamp": "VARCHAR"}
 SYSTEM_COLUMNS = (("__receivedAt", "TIMESTAMPTZ"), ("__entryId", "VARCHAR"),
                   ("__seq", "INTEGER"), ("__traceId", "VARCHAR"),
-                  ("__datasetVersion", "INTEGER"), ("__absent", "VARCHAR[]"))
+                  ("__datasetVersion", "INTEGER"), ("__absent", "VARCHAR[]"),
+                  ("__eventType", "VARCHAR"))
+"""Every table's system columns, in table order; later releases only append (nullable)."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,8 @@ def plan_layout(project: str, dataset: str, version: int, definition: Mapping[st
 
 def ensure_layout(con: duckdb.DuckDBPyConnection, project: str, dataset: str, version: int,
                   definition: Mapping[str, Any]) -> Layout:
-    """The column map of ``version``, creating the table or adding columns first if needed.
+    """The column map of ``version``, creating the table or adding columns first if needed
+    (a system column the table lacks, because an older release created it, included).
 
     Idempotent and safe against a concurrent caller (the loser's transaction conflicts and
     its retry finds the map)."""
@@ -219,13 +225,20 @@ def ensure_layout(con: duckdb.DuckDBPyConnection, project: str, dataset: str, ve
         con.execute("BEGIN")
         try:
             existing = load_layouts(con, project, dataset)
-            if version in existing:
+            columns = _table_columns(con, project, dataset)
+            have = {c.lower() for c in columns}
+            missing = [(n, t) for n, t in SYSTEM_COLUMNS if columns and n.lower() not in have]
+            if version in existing and not missing:
                 con.execute("ROLLBACK")
                 return existing[version]
-            columns = _table_columns(con, project, dataset)
+            table = table_name(project, dataset)
+            for name, sql_type in missing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {sql_type}")
+            if version in existing:
+                con.execute("COMMIT")
+                return existing[version]
             layout, added = plan_layout(project, dataset, version, definition, existing,
                                         columns)
-            table = layout.table
             created = not columns
             if created:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{quote_ident(project)}")
@@ -300,8 +313,9 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
     """INSERT of every record staged in ``stage_paths`` into the layout's table.
 
     Each stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
-    "v": version, "a": received_at, "r": [records...]}`` (``r`` is the queued JSON array as
-    is). DuckDB's JSON reader does all per-record work: no Python loop per record; it reads
+    "v": version, "a": received_at, "y": event type, "r": [records...]}`` (``y`` only when
+    the entry has one, else the column is NULL; ``r`` is the queued JSON array as is).
+    DuckDB's JSON reader does all per-record work: no Python loop per record; it reads
     several files in parallel (one per DuckDB thread).
 
     A layout without optional fields is read typed by the reader itself (``r`` as a list of
@@ -323,7 +337,7 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
         absent = f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
     else:
         absent = "NULL::VARCHAR[]"
-    values = ["a::TIMESTAMPTZ", "e", "i::INTEGER", "t", "v", absent]
+    values = ["a::TIMESTAMPTZ", "e", "i::INTEGER", "t", "v", absent, "y"]
     for i, fc in enumerate(layout.fields, start=1):
         value = f"struct_extract_at(s, {i})"
         names.append(fc.column)
@@ -336,14 +350,14 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
     files = "[" + ", ".join(_literal(p) for p in stage_paths) + "]"
     record_type = f"{struct}[]" if struct else "JSON[]"
     source = (
-        f"SELECT a, e, t, v, unnest(r) AS {'s' if struct else 'j'},"
+        f"SELECT a, e, t, v, y, unnest(r) AS {'s' if struct else 'j'},"
         f" generate_subscripts(r, 1) - 1 AS i FROM read_json({files},"
         f" format = 'newline_delimited', maximum_object_size = {json_object_size(max_line_bytes)},"
         " columns = {'e': 'VARCHAR', 't': 'VARCHAR', 'v': 'INTEGER', 'a': 'VARCHAR',"
-        f" 'r': {_literal(record_type)}}})")
+        f" 'y': 'VARCHAR', 'r': {_literal(record_type)}}})")
     if not struct:
         spec = orjson.dumps({fc.field: TRANSFORM_TYPES[fc.kind] for fc in layout.fields})
-        source = (f"SELECT a, e, t, v, i, j, json_transform(j, {_literal(spec.decode())})"
+        source = (f"SELECT a, e, t, v, y, i, j, json_transform(j, {_literal(spec.decode())})"
                   f" AS s FROM ({source})")
     return (f"INSERT INTO {layout.table} ({columns}) SELECT {', '.join(values)}"
             f" FROM ({source})")

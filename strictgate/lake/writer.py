@@ -27,6 +27,7 @@ at every ``CACHE_CHECK_EVERY`` commits, between commits, never inside a transact
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -45,6 +46,8 @@ from strictgate.lake import engine
 from strictgate.lake.engine import ALIAS, LakeConfig, retry
 from strictgate.lake.tables import META, Layout, ensure_layout, fence_table, insert_sql
 from strictgate.queue_entry import QueueEntry
+
+log = logging.getLogger("strictgate.lake")
 
 # (project, dataset, version) -> the normalized definition of that version
 DefinitionLookup = Callable[[str, str, int], Mapping[str, Any]]
@@ -90,9 +93,11 @@ class CommitResult:
 def _stage_head(entry: LakeEntry) -> bytes:
     """A stage line up to its records; the records and ``}\\n`` complete it."""
     queued = entry.queued
+    # the event type only when there is one: the column reads NULL without it
+    event = b"" if queued.event_type is None else b',"y":' + orjson.dumps(queued.event_type)
     return (b'{"e":' + orjson.dumps(entry.entry_id) + b',"t":' + orjson.dumps(queued.trace_id)
             + b',"v":' + str(queued.dataset_version).encode() + b',"a":'
-            + orjson.dumps(queued.received_at) + b',"r":')
+            + orjson.dumps(queued.received_at) + event + b',"r":')
 
 
 def write_stage(path: Path, entries: Sequence[LakeEntry]) -> int:
@@ -188,14 +193,16 @@ class LakeWriter:
     """Writes queue entries exactly once. One connection; not for concurrent use by threads.
 
     ``cache_limit_bytes``: replace the connection when DuckDB's object cache grows past it
-    (None: never); a connection given as ``con`` is the caller's and never replaced."""
+    (None: never), looked at every ``cache_check_every`` commits; a connection given as
+    ``con`` is the caller's and never replaced."""
 
     def __init__(self, config: LakeConfig, definitions: DefinitionLookup, *,
                  stage_dir: Path | None = None,
                  before_commit: Callable[[], None] | None = None,
                  con: duckdb.DuckDBPyConnection | None = None,
                  retry_attempts: int = 20,
-                 cache_limit_bytes: int | None = CACHE_LIMIT_BYTES) -> None:
+                 cache_limit_bytes: int | None = CACHE_LIMIT_BYTES,
+                 cache_check_every: int = CACHE_CHECK_EVERY) -> None:
         self.config = config
         self.definitions = definitions
         self.stage_dir = stage_dir or default_stage_dir()
@@ -211,6 +218,7 @@ class LakeWriter:
         # attempts per write: a lock or conflict that outlasts them is the caller's to retry
         self.retry_attempts = retry_attempts
         self.cache_limit_bytes = cache_limit_bytes if self._owns_con else None
+        self.cache_check_every = max(1, cache_check_every)
         self._unchecked_commits = 0
         self.reconnects = 0
         """How many times the connection was replaced to drop DuckDB's caches."""
@@ -229,15 +237,19 @@ class LakeWriter:
         The lake's state is all in the catalog and the files, so the new connection sees
         the same lake, and the layouts cached here stay valid (a version's column map is
         stored in the catalog and never changes once written)."""
-        if self.cache_limit_bytes is None or self._unchecked_commits < CACHE_CHECK_EVERY:
+        if (self.cache_limit_bytes is None
+                or self._unchecked_commits < self.cache_check_every):
             return
         self._unchecked_commits = 0
-        if self.cache_bytes() < self.cache_limit_bytes:
+        held = self.cache_bytes()
+        if held < self.cache_limit_bytes:
             return
         fresh = engine.connect(self.config)
         old, self.con = self.con, fresh
         old.close()
         self.reconnects += 1
+        log.debug("lake writer: new connection (DuckDB's object cache held %.1f MB)",
+                  held / 2**20)
 
     def layout(self, project: str, dataset: str, version: int) -> Layout:
         """The (cached) column map of a dataset version, creating table/columns if needed."""

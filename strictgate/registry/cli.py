@@ -1,4 +1,5 @@
-"""``strictgate datasets check|put|get|list|delete`` and ``strictgate keys create|list|revoke``.
+"""``strictgate datasets check|put|get|list|delete``, ``strictgate keys create|list|revoke`` and
+``strictgate projects get|set`` (project settings).
 
 They use the same :class:`Registry` and :class:`KeyService` as the service, on ``REDIS_URL`` or
 the embedded server of a running ``make run`` (see :func:`strictgate.cli_redis.cli_redis_url`).
@@ -21,6 +22,7 @@ from quota.keys import InvalidIdError, check_id
 from strictgate.cli_redis import fail, run_with_redis
 from strictgate.context import utc_now
 from strictgate.registry.apikeys import KeyService
+from strictgate.registry.settings import CHOICES, InvalidSettingError, ProjectSettingsStore
 from strictgate.registry.store import Registry, RegistryConflictError
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings
@@ -173,6 +175,37 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return _run(body)
 
 
+def _cmd_projects_get(args: argparse.Namespace) -> int:
+    async def body(settings: Settings, client: aioredis.Redis) -> int:
+        _print((await ProjectSettingsStore(client).read(args.project_id)).to_json())
+        return 0
+
+    return _run(body)
+
+
+def _cmd_projects_set(args: argparse.Namespace) -> int:
+    changes = dict(args.settings)
+
+    async def body(settings: Settings, client: aioredis.Redis) -> int:
+        try:
+            stored = await ProjectSettingsStore(client).set(args.project_id, changes)
+        except InvalidSettingError as exc:
+            for _code, _field, message in exc.problems[1:]:
+                print(f"strictgate: {message}", file=sys.stderr)
+            return fail(exc.message)
+        _print(stored.to_json())
+        return 0
+
+    return _run(body)
+
+
+def _setting(value: str) -> tuple[str, str]:
+    name, equals, setting = value.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value[:130]!r}")
+    return name, setting
+
+
 def _id(kind: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         try:
@@ -191,7 +224,7 @@ def _positive(value: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``datasets`` and ``keys`` subcommands."""
+    """Add the ``datasets``, ``keys`` and ``projects`` subcommands."""
     ids = "letters, digits, '.', '_', '-'; up to 128"
     datasets = sub.add_parser(
         "datasets", help="dataset definitions of projects",
@@ -263,3 +296,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.add_argument("project_id", type=_id("project"), help="the project")
     revoke.add_argument("key_id", type=_id("key"), help="the key's id (from keys list)")
     revoke.set_defaults(func=_cmd_keys_revoke)
+
+    known = "; ".join(f"{name}: {' or '.join(values)} (default {values[0]})"
+                      for name, values in CHOICES.items())
+    projects = sub.add_parser(
+        "projects", help="project settings",
+        description="Settings of a project. unknown_datasets says what happens to records "
+                    "for a dataset nobody registered (OrcaSheets' metric_name): reject (a "
+                    "400 \"Dataset schema not found\") or infer (the first rows define it, "
+                    "later rows may add optional columns).",
+    )
+    ps = projects.add_subparsers(dest="projects_command", required=True, metavar="COMMAND")
+    pget = ps.add_parser("get", help="a project's settings (defaults included)",
+                         description="Print a project's settings, defaults included.")
+    pget.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
+    pget.set_defaults(func=_cmd_projects_get)
+    pset = ps.add_parser(
+        "set", help="change settings, e.g. unknown_datasets=infer",
+        description="Set the named settings of a project (the others keep their values); "
+                    f"in force on every instance within a second. Settings: {known}.",
+    )
+    pset.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
+    pset.add_argument("settings", nargs="+", type=_setting, metavar="NAME=VALUE",
+                      help="e.g. unknown_datasets=infer")
+    pset.set_defaults(func=_cmd_projects_set)

@@ -13,15 +13,23 @@ definition of one resolves to its built-in definition as version 0 (nothing is w
 the hot path stays read-only). A PUT of one stores version 1 (its evolution report compares
 with the built-in), which then wins; deleting the stored dataset falls back to the built-in.
 Version 0 stays readable for the worker whatever is stored (entries queued under it).
+
+Inferred definitions (schema on first write, :meth:`Registry.infer`, for projects whose
+``unknown_datasets`` setting is ``infer``: :mod:`strictgate.registry.settings`) are ordinary
+versions whose document also says ``"inferred": true``. Only a dataset whose latest version
+is inferred grows with new columns; an admin's PUT of another definition stores a version
+without the mark, and the dataset is then held to it like any registered one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -30,14 +38,28 @@ import orjson
 import redis.asyncio as aioredis
 
 import schemas
-from quota.keys import check_id, dataset_versions_key, datasets_index_key
+from quota.keys import ID_PATTERN, check_id, dataset_versions_key, datasets_index_key
 from strictgate.registry.evolution import breaking_changes
 from strictgate.registry.generation import GenerationPoll, bump_generation
+from strictgate.registry.inference import (
+    InferenceError,
+    Seen,
+    Shape,
+    extend_definition,
+    needs_inference,
+    new_definition,
+    observe,
+    shape_of,
+)
+from strictgate.registry.settings import ProjectSettingsStore
 from strictgate.registry.timestamps import iso
 from validator import CompiledDataset, DefinitionError, compile_dataset
 
 MAX_CACHED = 10_000
 MAX_PUT_ATTEMPTS = 20
+MAX_INFER_ATTEMPTS = 50
+"""Version claims an inference may lose to other instances before giving up (each lost
+claim means another writer stored a version, so a few always suffice in practice)."""
 BUILTIN_VERSION = 0
 
 
@@ -60,6 +82,20 @@ class ResolvedDataset:
     validator: CompiledDataset
     builtin: bool = False
     """The built-in definition (version 0): the project has stored none of its own."""
+    shape: Shape | None = None
+    """Of an inferred definition: what rows could bring that it lacks
+    (:func:`strictgate.registry.inference.needs_inference`); None for a definition that
+    does not grow (registered, built-in)."""
+    provisional: bool = False
+    """Returned by :meth:`Registry.infer` when some row does not fit the definition it
+    inferred: nothing was stored, and validating the rows against it fails (the errors name
+    the rows). Never admit records under a provisional definition."""
+
+    def grows_with(self, rows: Sequence[Any]) -> bool:
+        """Whether ``rows`` bring something this inferred definition lacks (new columns or
+        members, a first non-null value): then :meth:`Registry.infer` must see them. Memory
+        only."""
+        return self.shape is not None and needs_inference(self.shape, rows)
 
     @property
     def envelope(self) -> str:
@@ -212,6 +248,9 @@ class Registry:
         self._poll = GenerationPoll(redis, interval_s=refresh_interval_s)
         self._put_script = redis.register_script(_script("put_version.lua"))
         self._delete_script = redis.register_script(_script("delete_dataset.lua"))
+        self._infer_locks = _KeyedLocks()
+        self.settings = ProjectSettingsStore(redis, refresh_interval_s=refresh_interval_s)
+        """The projects' settings (``unknown_datasets``), cached like the definitions."""
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -356,6 +395,116 @@ class Registry:
                     found[dataset_id] = info
         return [found[dataset_id] for dataset_id in sorted(found)]
 
+    # --- schema on first write -------------------------------------------------------------
+
+    async def infer(
+        self,
+        project_id: str,
+        dataset_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        flat: bool,
+    ) -> ResolvedDataset:
+        """The definition to validate ``rows`` (decoded JSON objects) of a dataset against,
+        inferring or growing it first when the rows need it (the rules:
+        :mod:`strictgate.registry.inference`). The caller has checked that the project's
+        ``unknown_datasets`` setting is ``infer``.
+
+        - The dataset has a definition that does not grow (registered by an admin, or
+          built-in): that definition, as it is.
+        - Its latest definition covers the rows (the hot path): it, from this process's
+          cache, with no Redis call.
+        - No definition: version 1 inferred from the rows; an inferred one the rows add to:
+          a new version with their new columns (optional) and first non-null types. Each is
+          claimed atomically (``put_version.lua`` with the version read); a lost claim
+          re-reads and merges, so concurrent first writes make one definition and the same
+          column added at once makes one version.
+        - A definition (new or grown) that some row does not fit (e.g. the rows disagree on
+          a new column's type): nothing is stored; it is returned ``provisional`` and fails
+          those rows (the validator names them).
+
+        Values that do not fit a column's existing type are the validator's business: the
+        current definition is returned. Raises :class:`InferenceError` (400: a nested value
+        in a ``flat`` row, a bad column name, too many fields, an invalid dataset id) and
+        :class:`RegistryConflictError` (too many concurrent writers; retry), besides Redis
+        errors.
+        """
+        check_id(project_id)
+        if not isinstance(dataset_id, str) or not ID_PATTERN.match(dataset_id):
+            shown = dataset_id[:100] if isinstance(dataset_id, str) else repr(dataset_id)
+            raise InferenceError(
+                "invalid_dataset_id", f"Invalid dataset ID: {shown!r} (letters, digits, '.',"
+                " '_', '-', starting with a letter or digit; up to 128)")
+        current = await self.resolve(project_id, dataset_id)
+        if current is not None and not current.grows_with(rows):
+            return current
+        # Requests that find no definition race to create it: they define it together.
+        co_first = current is None
+        root = observe(rows, flat=flat)
+        key = (project_id, dataset_id)
+        async with self._infer_locks.hold(key):
+            # Another task of this process may have stored what these rows need meanwhile
+            # (a racing first write must still see Redis: its missing columns may need to
+            # become optional).
+            fresh, cached = self.cached(project_id, dataset_id)
+            if fresh and cached is not None and not co_first and not cached.grows_with(rows):
+                return cached
+            return await self._infer(key, rows, root, flat=flat, co_first=co_first)
+
+    async def _infer(self, key: tuple[str, str], rows: Sequence[Mapping[str, Any]],
+                     root: Seen, *, flat: bool, co_first: bool) -> ResolvedDataset:
+        project_id, dataset_id = key
+        index = datasets_index_key(project_id)
+        versions = dataset_versions_key(project_id, dataset_id)
+        for _ in range(MAX_INFER_ATTEMPTS):
+            epoch = self._poll.epoch
+            latest = int(await self._redis.hget(index, dataset_id) or 0)
+            document = _doc(await self._redis.hget(versions, str(latest))) if latest else None
+            if document is None:
+                builtin = _builtin_compiled(dataset_id)
+                if builtin is not None:
+                    return ResolvedDataset(project_id, dataset_id, BUILTIN_VERSION, builtin,
+                                           builtin=True)
+                candidate: dict[str, Any] | None = new_definition(root, flat=flat)
+            elif not document.get("inferred"):
+                return self._remember(key, latest, document, epoch)  # it does not grow
+            else:
+                candidate = extend_definition(document["definition"], root, flat=flat,
+                                              co_first=co_first)
+            if candidate is None:
+                assert document is not None  # a first version always has fields
+                return self._remember(key, latest, document, epoch)
+            compiled = _compile_inferred(candidate)
+            # Stored only from rows that all fit it: the first accepted request defines it.
+            if any(compiled.validate(row) for row in rows):
+                return ResolvedDataset(project_id, dataset_id, latest, compiled,
+                                       provisional=True)
+            now = iso(self._clock())
+            stored = {
+                "definition": candidate, "created_at": now,
+                "digest": digest_of(compiled.definition), "inferred": True,
+                "dataset_created_at": document["dataset_created_at"] if document else now,
+            }
+            version = int(await self._put_script(
+                keys=[index, versions], args=[dataset_id, latest, orjson.dumps(stored)]))
+            if version == 0:
+                continue  # another writer claimed the version: read it and merge again
+            resolved = ResolvedDataset(project_id, dataset_id, version, compiled,
+                                       shape=shape_of(compiled.definition))
+            self._keep(key, _Entry(version, resolved), epoch)
+            await bump_generation(self._redis)
+            return resolved
+        raise RegistryConflictError("too many concurrent updates of this dataset; retry")
+
+    def _remember(self, key: tuple[str, str], version: int, document: dict[str, Any],
+                  epoch: int) -> ResolvedDataset:
+        """The resolved form of a stored version just read (cached for the next call)."""
+        entry = self._cache.get(key)
+        if entry is None or entry.version != version or entry.resolved is None:
+            entry = _entry_of(key[0], key[1], version, document)
+            self._keep(key, entry, epoch)
+        assert entry.resolved is not None
+        return entry.resolved
 
     # --- hot path -------------------------------------------------------------------------
 
@@ -397,9 +546,18 @@ class Registry:
             builtin = _builtin_compiled(dataset_id)
             return _Entry(0, None if builtin is None else ResolvedDataset(
                 project_id, dataset_id, BUILTIN_VERSION, builtin, builtin=True))
-        version = int(latest)
-        compiled = compile_dataset(document["definition"])
-        return _Entry(version, ResolvedDataset(project_id, dataset_id, version, compiled))
+        return _entry_of(project_id, dataset_id, int(latest), document)
+
+    def _keep(self, key: tuple[str, str], entry: _Entry, epoch: int) -> None:
+        """Cache ``entry`` unless a refresh ran since ``epoch`` (it may be older than that
+        refresh's view: drop it instead)."""
+        if epoch != self._poll.epoch:
+            self._cache.pop(key, None)
+            return
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
 
     async def _revalidate(self) -> None:
         """Drop every cached entry whose latest version changed in Redis."""
@@ -418,6 +576,49 @@ class Registry:
     async def ready(self) -> bool:
         """Whether the registry can be read."""
         return await self._poll.ping()
+
+
+def _entry_of(project_id: str, dataset_id: str, version: int, document: dict[str, Any]
+              ) -> _Entry:
+    """A cache entry of a stored version (an inferred one with its shape)."""
+    compiled = compile_dataset(document["definition"])
+    shape = shape_of(compiled.definition) if document.get("inferred") else None
+    return _Entry(version, ResolvedDataset(project_id, dataset_id, version, compiled,
+                                           shape=shape))
+
+
+def _compile_inferred(definition: dict[str, Any]) -> CompiledDataset:
+    """Compile an inferred definition; the inference checks what the definition language
+    refuses (names, counts, depth), so a refusal here is reported, not raised raw."""
+    try:
+        return compile_dataset(definition)
+    except DefinitionError as exc:
+        where, message = exc.problems[0]
+        raise InferenceError(
+            "not_inferable", f"Cannot infer a definition from these rows: {where}: "
+            f"{message[:200]}") from None
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it: inferences of
+    one dataset in one process run one at a time (the later ones then usually find what
+    they need stored), while other instances race through the version claim."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Hold the lock of ``key``."""
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
 
 
 def _normalized(definition: Any) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A pass (:func:`strictgate.lake.maintenance.compact_lake`: merge adjacent files, 
 older than ``STRICTGATE_LAKE_SNAPSHOT_RETENTION_S``, clean up old and orphaned files) is due after
 ``every_commits`` commits of this worker or ``every_s`` seconds after the last pass if this
 worker committed anything since, whichever comes first; the worker asks after each commit
-and once per loop pass (so an idle worker still compacts what it wrote). It runs in a thread
-on its own connection, so the worker keeps committing meanwhile (each compaction step is its
+and once per loop pass (so an idle worker still compacts what it wrote). It runs apart from
+the writer (a thread waits for it) on its own connection, so the worker keeps committing
+meanwhile (each compaction step is its
 own short commit; a writer that meets it retries). Across workers, a Redis lock (``SET NX
 PX``, key :func:`quota.keys.lake_compaction_lock_key`, released only by its holder) lets one
 pass run at a time; a worker that finds the lock taken counts its pass as done and waits for
@@ -13,6 +14,11 @@ the next. A failed pass is logged once (a warning; the same failure again only a
 level), retried when the next one is due, and never stops ingest. A worker killed mid-pass
 leaves the previous state (see :mod:`strictgate.lake.maintenance`) and the lock expires after
 ``LOCK_TTL_MS``.
+
+The pass itself runs in a child process (:func:`strictgate.lake.maintenance.compact_in_child`,
+stopped if it outlasts ``PASS_TIMEOUT_S``, i.e. before its lock expires): DuckDB leaks the
+memory of a merge whose commit fails, and under a steady stream of commits most merge
+attempts fail, which grew a worker by 25-40 MB per pass; in a child it ends with the pass.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from redis.exceptions import RedisError
 from quota import keys
 from strictgate.errors import clip
 from strictgate.lake.engine import LakeConfig
-from strictgate.lake.maintenance import CompactionReport, compact_lake
+from strictgate.lake.maintenance import CompactionReport, compact_in_child
 from strictgate.worker import faults
 
 log = logging.getLogger("strictgate.worker")
@@ -41,6 +47,8 @@ COMPACT_EVERY_COMMITS = 500
 COMPACT_EVERY_S = 600.0
 # longer than any pass should take; a holder that dies frees it at the latest then
 LOCK_TTL_MS = 15 * 60 * 1000
+# a pass still running then is stopped, so it never outlives its lock
+PASS_TIMEOUT_S = LOCK_TTL_MS / 1000 - 60
 
 # (lake, time-travel window) -> what the pass did; runs in a worker thread
 Compactor = Callable[[LakeConfig, timedelta], CompactionReport]
@@ -54,8 +62,9 @@ return 0
 
 
 def compact_pass(config: LakeConfig, keep_snapshots: timedelta) -> CompactionReport:
-    """The production pass: :func:`strictgate.lake.maintenance.compact_lake`."""
-    return compact_lake(config, keep_snapshots=keep_snapshots)
+    """The production pass: :func:`strictgate.lake.maintenance.compact_lake` in a child
+    process (:func:`strictgate.lake.maintenance.compact_in_child`)."""
+    return compact_in_child(config, keep_snapshots=keep_snapshots, timeout_s=PASS_TIMEOUT_S)
 
 
 class CompactionSchedule:
@@ -148,7 +157,8 @@ class CompactionSchedule:
         """Count a failed pass; a warning only when passes were working before or the kind
         of failure changed (a persistent failure must not log once per pass)."""
         self.failures += 1
-        kind = type(exc).__name__
+        # a child's failure carries the type of the error it met (CompactionFailed.kind)
+        kind = str(getattr(exc, "kind", "")) or type(exc).__name__
         text = " ".join(str(exc).split())
         if kind == self.failing:
             log.debug("worker: lake compaction failed again: %s: %s", kind, clip(text, 200))

@@ -88,18 +88,21 @@ def compact_json(payload: bytes) -> bytes:
 
 
 def output_lines(entry: QueueEntry) -> list[bytes]:
-    """The JSON lines of one queue entry: each record plus ``__traceId`` and
-    ``__datasetVersion``.
+    """The JSON lines of one queue entry: each record plus ``__traceId``,
+    ``__datasetVersion`` and, when the entry has one, ``__eventType``.
 
-    The queued payload is the client's JSON of each record (an object that never is empty:
-    ``timestamp`` is required) with line breaks removed; it is made compact (whitespace
-    outside strings dropped) and the two keys are spliced in before each record's closing
-    brace, instead of parsing and re-serializing every record.
+    The queued payload is the client's JSON of each record (a non-empty object) with line
+    breaks removed; it is made compact (whitespace outside strings dropped) and the system
+    keys are spliced in before each record's closing brace, instead of parsing and
+    re-serializing every record.
     """
     suffix = (
         b',"__traceId":' + orjson.dumps(entry.trace_id)
-        + b',"__datasetVersion":' + str(entry.dataset_version).encode() + b"}"
+        + b',"__datasetVersion":' + str(entry.dataset_version).encode()
     )
+    if entry.event_type is not None:
+        suffix += b',"__eventType":' + orjson.dumps(entry.event_type)
+    suffix += b"}"
     lines = []
     for raw in _RAW_RECORDS.decode(compact_json(entry.records)):
         record = bytes(raw).rstrip()

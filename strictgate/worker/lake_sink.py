@@ -42,7 +42,7 @@ from redis.exceptions import ResponseError
 from quota import keys
 from strictgate.context import utc_now
 from strictgate.lake.engine import LakeConfig, is_retryable
-from strictgate.lake.writer import CommitResult, LakeEntry, LakeWriter
+from strictgate.lake.writer import CACHE_LIMIT_BYTES, CommitResult, LakeEntry, LakeWriter
 from strictgate.queue_entry import QueueEntry
 from strictgate.redact import redacted
 from strictgate.registry.store import Registry
@@ -63,6 +63,7 @@ from validator.definition import normalize
 log = logging.getLogger("strictgate.worker")
 
 SINK_NAME = "lake"
+RECENT_COMMITS = 1000
 
 # DuckDB errors that come from an entry's data (a value its column cannot take), not from
 # the storage: the batch is split to find the entry.
@@ -141,7 +142,8 @@ class LakeWorker(Worker):
 
     def __init__(self, redis: aioredis.Redis, config: LakeConfig, *,
                  compaction: CompactionSchedule | None = None,
-                 writer_threads: int | None = None, **options: Any) -> None:
+                 writer_threads: int | None = None,
+                 writer_cache_limit: int | None = CACHE_LIMIT_BYTES, **options: Any) -> None:
         # 200k records: about 40 MB read and staged per commit (two batches in memory with
         # the pipelining); the fixed cost of a commit (~20 ms) is then under 10%
         options.setdefault("batch_records", 200_000)
@@ -153,6 +155,9 @@ class LakeWorker(Worker):
                        if writer_threads else config)
         self.definitions = DefinitionCache(Registry(redis, clock=utc_now))
         self.compaction = compaction
+        # the writer replaces its connection when DuckDB's caches pass this (LakeWriter)
+        self.writer_cache_limit = writer_cache_limit
+        self._closed_reconnects = 0
         self._writer: LakeWriter | None = None
         # the writer's connection on one thread of its own, never on asyncio's shared pool
         # (whose threads also validate large bodies): DuckDB work never waits for a free
@@ -160,6 +165,8 @@ class LakeWorker(Worker):
         self._lake_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-write")
         self.commits = 0
         self._turn = 0
+        # the records of the last commits (at most 2 * RECENT_COMMITS: a list that grew by
+        # one item per commit was part of a long-running worker's growth)
         self.records_per_commit: list[int] = []
         # the commit of the last batch read, still running while the next batch is read
         self._in_flight: asyncio.Task[int] | None = None
@@ -169,13 +176,21 @@ class LakeWorker(Worker):
     def _open_writer(self) -> LakeWriter:
         if self._writer is None:
             before = (faults.die if faults.kill_point() == "before_commit" else None)
-            self._writer = LakeWriter(self.config, self.definitions, before_commit=before)
+            self._writer = LakeWriter(self.config, self.definitions, before_commit=before,
+                                      cache_limit_bytes=self.writer_cache_limit)
         return self._writer
+
+    @property
+    def writer_reconnects(self) -> int:
+        """Connections this worker's writers replaced to bound DuckDB's caches."""
+        current = self._writer.reconnects if self._writer is not None else 0
+        return self._closed_reconnects + current
 
     def close(self) -> None:
         """Close the lake connection (a new one opens on the next write)."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
+            self._closed_reconnects += writer.reconnects
             # a broken connection: nothing left to close
             with contextlib.suppress(duckdb.Error):
                 writer.close()
@@ -304,6 +319,8 @@ class LakeWorker(Worker):
             await self._finish(stream, ids, records)
         self.commits += 1
         self.records_per_commit.append(result.records)
+        if len(self.records_per_commit) > 2 * RECENT_COMMITS:
+            del self.records_per_commit[:-RECENT_COMMITS]
         if self.compaction is not None and result.written:
             self.compaction.committed()
         self.stats.entries_written += len(result.written)
