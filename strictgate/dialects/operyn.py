@@ -32,6 +32,7 @@ from quota import keys
 from strictgate.admin.auth import bearer_token
 from strictgate.dialects.base import Dialect, IngestRoute
 from strictgate.errors import ApiError, clip, json_response
+from strictgate.ingest.auth import verify_key
 from strictgate.registry.apikeys import AuthError, Principal
 from strictgate.unavailable import redis_step
 
@@ -179,11 +180,7 @@ def _first_error(err: ApiError) -> str:
 
 
 async def _verify(ctx: AppContext, token: str) -> Principal:
-    principal = ctx.keys.cached(token)
-    if principal is not None:
-        return principal
     try:
-        async with redis_step(ctx.settings.redis_deadline_s):
-            return await ctx.keys.verify(token)
+        return await verify_key(ctx, token)
     except AuthError:
         raise UNAUTHORIZED from None

@@ -16,17 +16,24 @@ MISSING_KEY = ApiError(
 )
 
 
+async def verify_key(ctx: AppContext, token: str) -> Principal:
+    """The principal of a project key: from the cache of verified keys, else verified
+    against Redis within the deadline (503 when Redis fails); :class:`AuthError` for a key
+    that is not one (each dialect answers it in its own shape)."""
+    principal = ctx.keys.cached(token)
+    if principal is not None:
+        return principal
+    async with redis_step(ctx.settings.redis_deadline_s):
+        return await ctx.keys.verify(token)
+
+
 async def authenticate(request: Request, ctx: AppContext) -> Principal:
     """The verified principal of the request's Bearer project key; 401 otherwise."""
     token = bearer_token(request)
     if token is None:
         raise MISSING_KEY
-    principal = ctx.keys.cached(token)
-    if principal is not None:
-        return principal
     try:
-        async with redis_step(ctx.settings.redis_deadline_s):
-            return await ctx.keys.verify(token)
+        return await verify_key(ctx, token)
     except AuthError as exc:
         raise ApiError(
             401, exc.message, exc.code,
