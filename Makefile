@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PKGS := strictgate validator quota schemas bench app.py
 
-.PHONY: help run test lint wheel-check lock bench bench-quota bench-load fuzz soak clean
+.PHONY: help run test lint wheel-check lock bench bench-quota bench-load bench-peers fuzz soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "strictgate: installing dependencies into $(VENV) (first run or pyproject.toml changed; about a minute)"
@@ -25,6 +25,7 @@ help:
 	@echo "  bench        validation throughput"
 	@echo "  bench-quota  quota admission throughput against Redis"
 	@echo "  bench-load   HTTP load test with wrk (installs wrk if missing)"
+	@echo "  bench-peers  strictgate vs the Fastify peer (needs node, npm) vs a floor, with wrk"
 	@echo "  fuzz         long runs of the property-based and API fuzzers"
 	@echo "  soak         mixed traffic for SOAK_MINUTES (default 10): RSS, Redis memory, audit"
 	@echo "  clean        remove .venv, var and the tool caches"
@@ -57,6 +58,14 @@ bench-quota: $(STAMP)
 bench-load: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || sudo apt-get install -y wrk
 	$(PY) bench/load.py
+
+# strictgate, the Fastify peer (1 and PEER_WORKERS processes; skipped without node/npm) and
+# the floor side by side; PEERS_ARGS adds options, e.g. --sustained-seconds 0 for a quick run
+PEER_WORKERS ?= 2
+PEERS_ARGS ?=
+bench-peers: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) || sudo apt-get install -y wrk
+	$(PY) bench/peers.py --peer-workers $(PEER_WORKERS) $(PEERS_ARGS)
 
 # Long runs of the property-based and API fuzzers (bounded versions run in `make test`).
 fuzz: $(STAMP)

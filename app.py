@@ -21,9 +21,12 @@ from strictgate import docs as docs_ui
 from strictgate.access_log import AccessLog
 from strictgate.admin import datasets as admin_datasets
 from strictgate.admin import keys as admin_keys
+from strictgate.admin import quarantine as admin_quarantine
+from strictgate.admin import quarantine_replay as admin_quarantine_replay
 from strictgate.admin import quota as admin_quota
 from strictgate.admin import settings as admin_settings
 from strictgate.context import AppContext, context_of, utc_now
+from strictgate.dialects import onesight_query
 from strictgate.durability import DurabilityReport
 from strictgate.embedded import EmbeddedServer
 from strictgate.errors import ApiError, error_response, json_response
@@ -222,6 +225,7 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         # the data plane first: the router tries routes in order on every request
         *starlette_routes(),
         *ingest_records.routes(),
+        *onesight_query.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -232,6 +236,8 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         *admin_settings.routes(),
         *admin_keys.routes(),
         *admin_quota.routes(),
+        *admin_quarantine.routes(),
+        *admin_quarantine_replay.routes(),
     ]
     app = StrictgateApp(
         routes=routes,

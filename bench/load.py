@@ -60,7 +60,38 @@ OPERYN_LOG = {
     "metadata": {"region": "us-east-1", "env": "prod", "team": "platform"},
 }
 
-LOADS = ("single", "batch", "operyn", "batch500", "orca500")
+# OneSight: 1,000 events of one type, each with its own event_id (new ids in every request,
+# or the same request resent: every event a duplicate), against a 1,000-record Loguro batch
+ONESIGHT_PATH = "/api/openapi/v1/data/events"
+ONESIGHT_TYPE = "zone_trigger"
+ONESIGHT_DEFINITION = ORCA_DEFINITION
+ONESIGHT_PAYLOAD = {k: v for k, v in RECORD.items() if k not in ("timestamp", "context")}
+ONESIGHT_EVENTS = 1000
+
+
+def onesight_body(prefix: str) -> bytes:
+    """1,000 events with ids ``<prefix>-0`` .. ``<prefix>-999``."""
+    return json.dumps({"events": [
+        {"event_type": ONESIGHT_TYPE, "event_id": f"{prefix}-{i}", "source": "bench",
+         "payload": ONESIGHT_PAYLOAD} for i in range(ONESIGHT_EVENTS)]}).encode()
+
+
+LOADS = ("single", "batch", "operyn", "batch500", "orca500", "onesight1000",
+         "onesight1000dup")
+# loads whose body wrk builds per request (new event ids each time) from a template body
+# whose ids are "TEMPLATE-<i>"
+FRESH_IDS = {"onesight1000"}
+
+# wrk's request(): the template body with "TEMPLATE" replaced by a per-request counter
+FRESH_IDS_LUA = """
+local template = wrk.body
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = template:gsub("TEMPLATE", "w" .. counter .. "x" .. tostring(os.time()))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -166,6 +197,8 @@ def _register(base: str) -> str:
     for table in ORCA_TABLES:
         httpx.put(f"{base}/admin/projects/bench/datasets/{table}", json=ORCA_DEFINITION,
                   headers=admin).raise_for_status()
+    httpx.put(f"{base}/admin/projects/bench/datasets/{ONESIGHT_TYPE}",
+              json=ONESIGHT_DEFINITION, headers=admin).raise_for_status()
     key: str = httpx.post(f"{base}/admin/projects/bench/keys", json={"user_id": "bench"},
                           headers=admin).json()["api_key"]
     return key
@@ -218,6 +251,8 @@ def main() -> None:
             "operyn": (json.dumps(OPERYN_LOG).encode(), "/events/logs", 32, 1),
             "batch500": (json.dumps([RECORD] * 500).encode(), "/datasets/13/batch", 16, 500),
             "orca500": (json.dumps(ORCA_BODY).encode(), "/v1/logs", 16, 500),
+            "onesight1000": (onesight_body("TEMPLATE"), ONESIGHT_PATH, 16, ONESIGHT_EVENTS),
+            "onesight1000dup": (onesight_body("resent"), ONESIGHT_PATH, 16, ONESIGHT_EVENTS),
         }
         bodies = {name: spec for name, spec in bodies.items() if name in args.loads}
         scripts: dict[tuple[str, str], Path] = {}
@@ -229,7 +264,8 @@ def main() -> None:
                 auth = ("x-api-key", key) if name == "operyn" else ("Authorization",
                                                                      f"Bearer {key}")
                 script.write_text(WRK_SCRIPT % {"auth_header": auth[0], "auth_value": auth[1],
-                                                "body": body_path})
+                                                "body": body_path}
+                                  + (FRESH_IDS_LUA if name in FRESH_IDS else ""))
                 scripts[(name, target)] = script
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for round_no in range(args.rounds):
@@ -280,6 +316,13 @@ def main() -> None:
         if {"operyn", "single"} <= set(bodies):
             print(f"operyn single event / Loguro single record ({args.fsync}): "
                   f"{rate('operyn') / rate('single'):.2f}")
+        if {"onesight1000", "batch"} <= set(bodies):
+            print(f"OneSight 1,000 new events / Loguro batch of 1000 ({args.fsync}, "
+                  f"records/s): {rate('onesight1000') / rate('batch'):.2f}")
+        if {"onesight1000dup", "batch"} <= set(bodies):
+            print(f"OneSight 1,000 resent events (all duplicates) / Loguro batch of 1000 "
+                  f"({args.fsync}, events/s acknowledged): "
+                  f"{rate('onesight1000dup') / rate('batch'):.2f}")
         if {"orca500", "batch500"} <= set(bodies):
             print(f"OrcaSheets 500 rows over 5 tables / Loguro batch of 500 ({args.fsync}, "
                   f"records/s): {rate('orca500') / rate('batch500'):.2f}")

@@ -7,6 +7,13 @@ records for several (OrcaSheets), all or nothing, in one script as well
 any is written, one idempotency record. Every key of one user carries the user's hash tag,
 so both scripts touch one slot of a Redis Cluster; entries of different users are refused.
 
+Client event ids (OneSight's ``event_id``: a resend is a no-op) are decided in that same
+script, optimistically: ``admit_many`` is given the keys of the request's ids
+(:func:`quota.keys.event_id_key`, under the user's tag too); one already remembered answers
+:class:`EventsSeen` and changes nothing, and the caller admits the other events again. A
+request whose events were all seen is an admission of no entry: nothing is counted, but it
+answers the quota state and stores its idempotency record.
+
 Retries, deliberately
 ---------------------
 An admission is sent once per attempt, outside redis-py's retry loop (see
@@ -64,6 +71,7 @@ from quota.results import (
     AdmissionResult,
     Admitted,
     Duplicate,
+    EventsSeen,
     IdempotencyConflict,
     QueueFull,
     QuotaExceeded,
@@ -76,12 +84,15 @@ from quota.script import AnyRedis, Arg, OneShotScript
 from strictgate.queue_entry import QueueEntry
 
 __all__ = [
+    "EVENT_WINDOW_S",
     "IDEMPOTENCY_TTL_S",
     "MAX_ENTRIES",
+    "MAX_EVENT_KEYS",
     "MAX_LIMIT",
     "AdmissionResult",
     "Admitted",
     "Duplicate",
+    "EventsSeen",
     "IdempotencyConflict",
     "QueueFull",
     "QuotaExceeded",
@@ -103,6 +114,13 @@ MAX_ENTRIES = 1000
 """Most entries (datasets) :meth:`QuotaService.admit_many` takes at once: the script's work,
 and the time Redis runs nothing else, grows with them."""
 
+MAX_EVENT_KEYS = 1000
+"""Most client event ids one admission checks and remembers (a request's events)."""
+
+EVENT_WINDOW_S = 7 * 86400
+"""Default time an accepted client event id is remembered: a resend within it is
+acknowledged and not counted or stored again."""
+
 RETRY_AFTER_S = 1.0
 KEY_CACHE_SIZE = 10_000
 RETRY_BACKOFF_S = 0.05
@@ -111,8 +129,9 @@ POOL_WAIT_S = 0.002
 # Errors after which the script may or may not have run.
 _UNCERTAIN = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# Replies of admit.lua (first element).
+# Replies of admit.lua (first element); admit_many.lua adds _EVENTS_SEEN.
 _ADMITTED, _EXCEEDED, _DUPLICATE, _CONFLICT, _OTHER_PERIOD, _QUEUE_FULL = 1, 2, 3, 4, 5, 6
+_EVENTS_SEEN = 7
 
 DEFAULT_MAX_QUEUE_RECORDS = 5_000_000
 # Retry-After of a full queue: the worker drains hundreds of thousands of records a second,
@@ -187,8 +206,9 @@ class QuotaService:
         """Count ``count`` records (those of ``entry``) against the month of ``entry``'s
         user and queue ``entry`` in its dataset's queue, or neither. See the module
         docstring for what is retried."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError("count must be an integer >= 1")
+        # 0: an entry carrying only quarantined records (counted against nothing)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("count must be an integer >= 0")
         user_id, project_id = entry.user_id, entry.project_id
         # The month is Redis's (see admit.lua): guess the one it answered last (this
         # process's clock before the first answer), and when the script says the guess is
@@ -247,6 +267,10 @@ class QuotaService:
         counts: Sequence[int],
         idempotency_key: str | None,
         request_digest: str,
+        event_keys: Sequence[str] = (),
+        event_window_s: int = EVENT_WINDOW_S,
+        user_id: str | None = None,
+        project_id: str | None = None,
     ) -> AdmissionResult:
         """Queue every entry of ``entries`` (one per dataset, all of one user and project),
         ``counts[i]`` records each, and count their total against the user's month: all of
@@ -258,30 +282,38 @@ class QuotaService:
         idempotency record covers the request: its replay is a :class:`Duplicate` with the
         total count and every entry id. :class:`Admitted` lists the entry ids in the order
         given. Retries and :class:`Unavailable` are those of :meth:`admit` (module
-        docstring). One entry is :meth:`admit` itself (same script, same stored record).
+        docstring). One entry without event keys is :meth:`admit` itself (same script, same
+        stored record).
 
-        Raises ValueError, before Redis, for no entry or more than :data:`MAX_ENTRIES`,
-        ``counts`` not one integer >= 1 per entry, entries of several users or projects
-        (their keys would not share one slot of a cluster) or two entries for one dataset.
+        ``event_keys`` (:func:`quota.keys.event_id_key` of the request's client event ids)
+        are checked after the idempotency record and before the quota: if any is
+        remembered, nothing changes and the answer is :class:`EventsSeen` with their
+        positions; the caller drops those events and calls again. Otherwise, once the
+        entries are queued and counted, every one is remembered for ``event_window_s``
+        seconds, in the same script: concurrent resends and other API instances see either
+        none or all of them.
+
+        ``entries`` may be empty (with ``counts`` empty), when every event of the request
+        was accepted before: then ``user_id`` and ``project_id`` name whose quota headers
+        and idempotency record it is, and the answer is :class:`Admitted` with the usage
+        unchanged, ``entry_ids`` ``()`` and ``entry_id`` ``""`` (any ``event_keys`` given
+        are remembered; nothing else is written but the idempotency record).
+
+        Raises ValueError, before Redis, for more than :data:`MAX_ENTRIES` entries,
+        ``counts`` not one integer >= 0 per entry (0: an entry of quarantined records
+        only), entries of several users or projects or
+        of another than ``user_id``/``project_id`` when given (their keys would not share
+        one slot of a cluster), no entry and no ``user_id``/``project_id``, two entries for
+        one dataset, more than :data:`MAX_EVENT_KEYS` event keys, an event key that is not
+        one of this user and project or given twice, or ``event_window_s`` not an integer
+        >= 1.
         """
-        if isinstance(counts, str | bytes) or len(counts) != len(entries):
-            raise ValueError("counts must hold one count per entry")
-        if not 1 <= len(entries) <= MAX_ENTRIES:
-            raise ValueError(f"admit_many takes 1 to {MAX_ENTRIES} entries")
-        for count in counts:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError("every count must be an integer >= 1")
-        if len(entries) == 1:
+        user_id, project_id = _owner(entries, counts, user_id, project_id)
+        _check_event_keys(event_keys, event_window_s, user_id, project_id)
+        if len(entries) == 1 and not event_keys:
             return await self.admit(entries[0], count=counts[0],
                                     idempotency_key=idempotency_key,
                                     request_digest=request_digest)
-        first = entries[0]
-        user_id, project_id = first.user_id, first.project_id
-        if any(e.user_id != user_id or e.project_id != project_id for e in entries):
-            # every key of one admission must share one hash tag (one cluster slot)
-            raise ValueError("entries of one admission must be of one user and project")
-        if len({e.dataset_id for e in entries}) != len(entries):
-            raise ValueError("entries of one admission must be of distinct datasets")
         total = sum(counts)
         entry_args: list[Arg] = []
         for entry in entries:
@@ -301,10 +333,16 @@ class QuotaService:
                 if not script_keys:
                     script_keys += built[:3]
                 script_keys += built[3:]
+            if not entries:
+                script_keys += (keys.quota_limit_key(user_id),
+                                keys.usage_total_key(user_id, period),
+                                keys.usage_delta_key(user_id, period))
+            script_keys += event_keys
             if idem is not None:
                 script_keys.append(idem)
             args: list[Arg] = [len(entries), self.default_limit, expires, IDEMPOTENCY_TTL_S,
-                               request_digest, starts, ends, self.max_queue_records, total]
+                               request_digest, starts, ends, self.max_queue_records, total,
+                               len(event_keys), event_window_s]
             args += counts
             args += entry_args
             reply = await self._run(self._many_script, script_keys, args, idem is not None,
@@ -325,8 +363,11 @@ class QuotaService:
             await self._index_queues(script_keys[3:3 + 2 * len(entries):2], deadline)
             return Admitted(
                 used=used, limit=limit, remaining=remaining_of(limit, used),
-                resets_at=resets_at, entry_id=entry_ids[0], entry_ids=entry_ids,
+                resets_at=resets_at, entry_id=entry_ids[0] if entry_ids else "",
+                entry_ids=entry_ids,
             )
+        if outcome == _EVENTS_SEEN:
+            return EventsSeen(positions=tuple(int(j) - 1 for j in reply[1:]))
         if outcome == _EXCEEDED:
             return _exceeded(reply, total, period, resets_at)
         if outcome == _DUPLICATE:
@@ -497,6 +538,53 @@ class QuotaService:
             raise QuotaUnavailableError(_reason(exc)) from exc
 
 
+def _owner(entries: Sequence[QueueEntry], counts: Sequence[int], user_id: str | None,
+           project_id: str | None) -> tuple[str, str]:
+    """The user and project of an :meth:`QuotaService.admit_many` call, its entries and
+    counts checked (ValueError as that method says)."""
+    if isinstance(counts, str | bytes) or len(counts) != len(entries):
+        raise ValueError("counts must hold one count per entry")
+    if len(entries) > MAX_ENTRIES:
+        raise ValueError(f"admit_many takes at most {MAX_ENTRIES} entries")
+    for count in counts:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("every count must be an integer >= 0")
+    if entries:
+        user_id = entries[0].user_id if user_id is None else user_id
+        project_id = entries[0].project_id if project_id is None else project_id
+    if user_id is None or project_id is None:
+        raise ValueError("an admission of no entry must name its user and project")
+    if any(e.user_id != user_id or e.project_id != project_id for e in entries):
+        # every key of one admission must share one hash tag (one cluster slot)
+        raise ValueError("entries of one admission must be of one user and project")
+    if len({e.dataset_id for e in entries}) != len(entries):
+        raise ValueError("entries of one admission must be of distinct datasets")
+    return user_id, project_id
+
+
+def _check_event_keys(event_keys: Sequence[str], event_window_s: int, user_id: str,
+                      project_id: str) -> None:
+    """Refuse (ValueError) event keys that are too many, repeated or not built by
+    :func:`quota.keys.event_id_key` for ``user_id`` and ``project_id`` (another hash tag
+    would be another cluster slot), and a window that is not an integer >= 1 (the script's
+    ``SET ... EX`` must not fail after its first write)."""
+    if (isinstance(event_window_s, bool) or not isinstance(event_window_s, int)
+            or event_window_s < 1):
+        raise ValueError("event_window_s must be an integer >= 1")
+    if isinstance(event_keys, str | bytes) or len(event_keys) > MAX_EVENT_KEYS:
+        raise ValueError(f"event_keys must be a sequence of at most {MAX_EVENT_KEYS} keys")
+    if not event_keys:
+        return
+    prefix = keys.event_id_key_prefix(user_id, project_id)
+    size = len(prefix) + keys.EVENT_ID_DIGEST_CHARS
+    for key in event_keys:
+        if not isinstance(key, str) or len(key) != size or not key.startswith(prefix):
+            raise ValueError("every event key must be an event_id_key of the admission's "
+                             "user and project")
+    if len(set(event_keys)) != len(event_keys):
+        raise ValueError("event keys of one admission must be distinct")
+
+
 def _exceeded(reply: Any, requested: int, period: str, resets_at: datetime) -> QuotaExceeded:
     """The :class:`QuotaExceeded` of a script's reply ``{2, limit, used, now_s, now_us}``."""
     limit, used = int(reply[1]), int(reply[2])
@@ -509,12 +597,15 @@ def _exceeded(reply: Any, requested: int, period: str, resets_at: datetime) -> Q
 
 def _duplicate(reply: Any, resets_at: datetime) -> Duplicate:
     """The :class:`Duplicate` of a script's reply ``{3, limit, used, count, ids}`` (ids
-    joined by ``,`` when the first admission queued several entries)."""
+    joined by ``,`` when the first admission queued several entries, empty when none)."""
     limit, used = int(reply[1]), int(reply[2])
-    entry_ids = tuple(_text(reply[4]).split(","))
+    stored = _text(reply[4])
+    # an admission of no entry (every event seen before) stored no id at all
+    entry_ids = tuple(stored.split(",")) if stored else ()
     return Duplicate(
-        count=int(reply[3]), entry_id=entry_ids[0], used=used, limit=limit,
-        remaining=remaining_of(limit, used), resets_at=resets_at, entry_ids=entry_ids,
+        count=int(reply[3]), entry_id=entry_ids[0] if entry_ids else "", used=used,
+        limit=limit, remaining=remaining_of(limit, used), resets_at=resets_at,
+        entry_ids=entry_ids,
     )
 
 

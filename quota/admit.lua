@@ -10,7 +10,7 @@
 -- KEYS[5] queued:queue:datasets:{u}:<p>:<d>   records queued, not yet written (backpressure)
 -- KEYS[6] idem:datasets:{u}:<p>:<digest>      optional: stored outcome of an earlier admission
 --
--- ARGV[1] n: records in the request (>= 1)
+-- ARGV[1] n: records in the request (>= 0: 0 for an entry of quarantined records only)
 -- ARGV[2] default limit for users without a limit key
 -- ARGV[3] unix time at which the usage keys expire (absolute, never a rolling TTL)
 -- ARGV[4] seconds to keep the idempotency record

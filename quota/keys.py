@@ -7,7 +7,10 @@ Keys of one user carry the Redis Cluster hash tag ``{<user_id>}`` so the admissi
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -61,6 +64,49 @@ def usage_pending_key(user_id: str, period: str, flush_id: str) -> str:
 def idempotency_key(user_id: str, project_id: str, key_digest: str) -> str:
     """Stored outcome of an admitted request, by the digest of its Idempotency-Key."""
     return f"idem:datasets:{user_tag(user_id)}:{check_id(project_id)}:{key_digest}"
+
+
+# --- client event ids -------------------------------------------------------------------------
+
+EVENT_ID_DIGEST_BYTES = 16
+"""Bytes of the digest naming a remembered event id (BLAKE2b-128): two ids of one project
+collide with odds about n**2 / 2**129 (2**-65 after 2**32 ids)."""
+
+EVENT_ID_DIGEST_CHARS = 22
+"""Characters of that digest in a key (base64url, no padding)."""
+
+
+def event_id_key_prefix(user_id: str, project_id: str) -> str:
+    """``evid:{<user_id>}:<project_id>:``, what every remembered event id of the project starts
+    with (see :func:`event_id_key`)."""
+    return f"evid:{user_tag(user_id)}:{check_id(project_id)}:"
+
+
+def event_id_key(user_id: str, project_id: str, event_id: str) -> str:
+    """``evid:{<user_id>}:<project_id>:<digest>``: set while ``event_id`` counts as already
+    accepted in the project (any event type), so that a resend is acknowledged, not counted.
+
+    Whether an id was seen is decided in the admission script, together with the quota and
+    the queue, and a cluster script touches one slot only: the key therefore carries the
+    hash tag of the project's owner, like the quota keys (the quota is per user), while the
+    project in the name keeps the ids of one user's projects apart. The client's id is
+    never stored raw: its BLAKE2b digest (:data:`EVENT_ID_DIGEST_BYTES`, base64url) bounds
+    the key's size whatever the client sends.
+    """
+    return event_id_key_prefix(user_id, project_id) + _event_id_digest(event_id)
+
+
+def event_id_keys(user_id: str, project_id: str, event_ids: Iterable[str]) -> list[str]:
+    """:func:`event_id_key` of every id of ``event_ids``, in order (the ids of one request:
+    the user and project are checked once, not once per id)."""
+    prefix = event_id_key_prefix(user_id, project_id)
+    return [prefix + _event_id_digest(event_id) for event_id in event_ids]
+
+
+def _event_id_digest(event_id: str) -> str:
+    raw = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"),
+                          digest_size=EVENT_ID_DIGEST_BYTES).digest()
+    return base64.urlsafe_b64encode(raw)[:EVENT_ID_DIGEST_CHARS].decode("ascii")
 
 
 # --- queue ------------------------------------------------------------------------------------
@@ -153,3 +199,10 @@ def project_settings_key(project_id: str) -> str:
     """Hash setting name -> value of one project (``unknown_datasets``: ``reject`` or
     ``infer``); a setting not stored has its default."""
     return f"registry:settings:{project_tag(project_id)}"
+
+
+def dataset_settings_key(project_id: str, dataset_id: str) -> str:
+    """Hash setting name -> value of one dataset (``on_invalid``,
+    ``quarantine_retention_days``), beside its definition under the project's tag and apart
+    from its versions, so a new version keeps it; a setting not stored has its default."""
+    return f"registry:dataset_settings:{project_tag(project_id)}:{check_id(dataset_id)}"

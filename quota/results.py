@@ -17,7 +17,8 @@ class Admitted(msgspec.Struct, frozen=True):
     remaining: int
     resets_at: datetime
     entry_id: str
-    """The queue entry's stream id (the first entry's, when several were admitted)."""
+    """The queue entry's stream id (the first entry's, when several were admitted; ``""``
+    when none was: every event of the request had been accepted before)."""
     entry_ids: tuple[str, ...] = ()
     """Every queued entry's stream id, in the order the entries were given."""
 
@@ -42,7 +43,8 @@ class Duplicate(msgspec.Struct, frozen=True):
     """The idempotency key was admitted before; nothing changed.
 
     ``count`` (the request's total), ``entry_id`` and ``entry_ids`` are those of the first
-    admission (as in :class:`Admitted`); ``used``, ``limit``, ``remaining`` and
+    admission (as in :class:`Admitted`: 0, ``""`` and ``()`` when it queued nothing);
+    ``used``, ``limit``, ``remaining`` and
     ``resets_at`` describe the current month (for the quota headers).
     """
 
@@ -81,8 +83,20 @@ class QueueFull(msgspec.Struct, frozen=True):
     dataset_id: str = ""
 
 
+class EventsSeen(msgspec.Struct, frozen=True):
+    """Some of the request's client event ids were accepted before (within the window):
+    nothing was checked further, queued, counted or remembered.
+
+    ``positions`` are the 0-based positions, in the ``event_keys`` given, of every id already
+    remembered, ascending. The caller drops those events and admits the rest again; each
+    round drops at least one more, so the loop ends.
+    """
+
+    positions: tuple[int, ...]
+
+
 AdmissionResult = (Admitted | QuotaExceeded | Duplicate | IdempotencyConflict | QueueFull
-                   | Unavailable)
+                   | Unavailable | EventsSeen)
 
 
 class UsageReport(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from strictgate.datadir import DataDirError
 from strictgate.embedded import EmbeddedServerError
 from strictgate.lake.cli import register as register_lake
 from strictgate.malloc import limit_malloc_arenas, reexec_with_arena_cap
+from strictgate.quarantine_cli import register as register_quarantine
 from strictgate.registry.cli import register as register_registry
 from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_registry(sub)
     register_worker(sub)
     register_lake(sub)
+    register_quarantine(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
+from strictgate.registry.settings import DatasetSettingsStore, ProjectSettingsStore
 from strictgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
     from quota.admission import QuotaService
     from strictgate.registry.apikeys import KeyService
-    from strictgate.registry.settings import ProjectSettingsStore
     from strictgate.registry.store import Registry
 
 
@@ -36,6 +36,12 @@ class AppContext:
     keys: KeyService
     quota: QuotaService
     clock: Callable[[], datetime] = utc_now
+    dataset_settings: DatasetSettingsStore = dataclasses.field(init=False)
+    """Per-dataset settings (``on_invalid``, ``quarantine_retention_days``), cached: the
+    ingest path reads them with ``await ctx.dataset_settings.get(project, dataset)``."""
+
+    def __post_init__(self) -> None:
+        self.dataset_settings = DatasetSettingsStore(self.redis)
 
     @property
     def project_settings(self) -> ProjectSettingsStore:

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the whole HTTP API: the Loguro dataset ingest routes, the
-Operyn event routes, the records API, the admin API and the operational endpoints.
+Operyn event routes, the OrcaSheets and OneSight endpoints, the records API, the admin API
+and the operational endpoints.
 
-Request and response examples are the Loguro and Operyn docs' own bodies, so the rendered
+Request and response examples are the public APIs' docs' own bodies, so the rendered
 reference (``/api``, ``/reference``) shows what those APIs' users already know. Every
 response documents the headers it carries (``X-Request-Id`` on all of them).
 """
@@ -12,6 +13,7 @@ import copy
 from typing import Any
 
 import schemas
+from strictgate.dialects import INGEST_ROUTES
 from validator import compile_dataset
 
 Schema = dict[str, Any]
@@ -231,6 +233,7 @@ _ERROR_TEXT = {
     413: "Body too large", 415: "Unsupported content type or encoding",
     422: "Idempotency conflict: the key was used with another body",
     429: "Monthly quota exceeded (retry after Retry-After seconds)",
+    501: "Not available with STRICTGATE_SINK=jsonl (needs the lake)",
     503: "Unavailable: Redis, or a full queue (retry after Retry-After seconds)",
 }
 
@@ -364,6 +367,119 @@ def _orcasheets_op() -> Schema:
     }
 
 
+ONESIGHT_EXAMPLE: Schema = {"events": [{
+    "event_type": "uwb_location", "event_id": "loc_20260412_001",
+    "source": "virtual_store_server", "payload": {
+        "customer_id": "cust_123", "position": {"x": 12.5, "y": 8.3, "z": 1.2},
+        "zone": "produce_section", "timestamp": "2026-04-12T10:30:00Z"}}]}
+_ONESIGHT_TEXT: Schema = {"type": ["string", "null"], "minLength": 1, "maxLength": 256}
+ONESIGHT_REQUEST: Schema = {
+    "type": "object", "required": ["events"], "additionalProperties": False,
+    "properties": {"events": {
+        "type": "array", "minItems": 1, "maxItems": 1000, "items": {
+            "type": "object", "required": ["event_type", "payload"],
+            "additionalProperties": False,
+            "properties": {
+                "event_type": {"type": "string", "pattern": ID_PARAM_PATTERN,
+                               "description": "The project's event type (a dataset)"},
+                "event_id": {**_ONESIGHT_TEXT, "description": (
+                    "Idempotency key of the event: an id the project accepted within the "
+                    "event id window (STRICTGATE_EVENT_ID_WINDOW_S, default 7 days) is "
+                    "acknowledged again but neither counted nor stored")},
+                "source": {**_ONESIGHT_TEXT, "minLength": 0,
+                           "description": "Data source identifier (stored as `__source`)"},
+                "payload": {"type": "object",
+                            "description": "Checked against the event type's definition"},
+            }}}},
+}
+ONESIGHT_EVENT: Schema = {
+    "type": "object", "required": ["event_type", "event_id", "source", "payload",
+                                   "received_at"],
+    "properties": {"event_type": {"type": "string"}, "event_id": {"type": "string"},
+                   "source": {"type": ["string", "null"]}, "payload": {"type": "object"},
+                   "received_at": {"type": "string", "format": "date-time"}},
+}
+
+
+def _onesight_ops() -> Schema:
+    accepted = {"type": "object", "required": ["success", "data"], "properties": {
+        "success": {"const": True}, "data": {
+            "type": "object", "required": ["received", "event_ids", "duplicates"],
+            "properties": {
+                "received": {"type": "integer", "minimum": 1},
+                "event_ids": {"type": "array", "items": {"type": "string"}, "description": (
+                    "One per event, in request order: its event_id, or a generated UUID")},
+                "duplicates": {"type": "integer", "minimum": 0, "description": (
+                    "Events acknowledged without being counted or stored (their id was "
+                    "accepted before, or earlier in this request)")}}}}}
+    invalid = {"success": False, "error": "Invalid string field: zone", "errors": [
+        {"index": 0, "code": "invalid_string", "field": "events[0].payload.zone",
+         "message": "Invalid string field: zone"}], "error_count": 1, "errors_omitted": 0}
+    page = {"type": "object", "required": ["success", "data"], "properties": {
+        "success": {"const": True}, "data": {
+            "type": "object", "required": ["events", "next_cursor"], "properties": {
+                "events": {"type": "array", "items": ONESIGHT_EVENT},
+                "next_cursor": {"type": ["string", "null"]}}}}}
+    stored = {**ONESIGHT_EXAMPLE["events"][0], "received_at": "2026-04-12T10:30:01.114Z"}
+    return {
+        "post": {
+            "tags": ["OneSight"], "operationId": "onesightIngestEvents",
+            "summary": "Ingest typed events (1 to 1,000)",
+            "description": (
+                "Each event's payload is checked against the project's dataset named by its "
+                "`event_type` (an envelope-free definition, registered or inferred under the "
+                "project's `unknown_datasets` policy), all or nothing; errors name the event "
+                "(`index`) and the path inside it. Stored rows carry `__eventId`, `__source`, "
+                "`__eventTime`, `__traceId` and `__receivedAt`."),
+            "security": [{"projectKey": []}],
+            "parameters": [_REQUEST_ID_PARAM, _IDEMPOTENCY_PARAM],
+            "requestBody": {"required": True, **_json(ONESIGHT_REQUEST, ONESIGHT_EXAMPLE)},
+            "responses": {
+                "202": {"description": "Validated, counted and queued (resent ids only "
+                                       "acknowledged)", **_ACCEPTED_HEADERS,
+                        **_json(accepted, {"success": True, "data": {
+                            "received": 1, "event_ids": ["loc_20260412_001"],
+                            "duplicates": 0}})},
+                **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503,
+                          examples={400: invalid, 429: _LOGURO_OVER_QUOTA}),
+            },
+        },
+        "get": {
+            "tags": ["OneSight"], "operationId": "onesightQueryEvents",
+            "summary": "Query events by type and date (pages with a cursor)",
+            "description": (
+                "Events of the key's project, ordered by event time (the payload's "
+                "`timestamp` when it is an RFC 3339 date-time, else the time of receipt), "
+                "then receipt. Events show up once the worker has committed them to the "
+                "lake. Any other parameter, a repeated one or a bad value is a 400 naming it."),
+            "security": [{"projectKey": []}],
+            "parameters": [
+                _query_param("event_type", {"type": "string", "pattern": ID_PARAM_PATTERN},
+                             "only this event type (else every type of the project)"),
+                _query_param("from", _DATE_OR_TIME, "event time at or after this (RFC 3339, "
+                             "or a UTC day YYYY-MM-DD)"),
+                _query_param("to", _DATE_OR_TIME, "event time before this (a day YYYY-MM-DD "
+                             "includes that day)"),
+                _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                       "default": 100}, "events per page"),
+                _query_param("cursor", {"type": "string"}, "the previous page's next_cursor "
+                             "(with the same event_type)"),
+            ],
+            "responses": {
+                "200": {"description": "A page (next_cursor null on the last one)",
+                        **_json(page, {"success": True, "data": {
+                            "events": [stored], "next_cursor": None}})},
+                **_errors(400, 401, 404),
+                "501": {"description": "Not available with STRICTGATE_SINK=jsonl",
+                        **_json(_ref("Error"))},
+                "503": {"description": "Redis or the lake cannot be read (retry after "
+                                       "Retry-After seconds)", **_headers("Retry-After"),
+                        **_json(_ref("Error"))},
+            },
+        },
+    }
+
+
 def _operyn_op(dataset: str, batch: bool) -> Schema:
     kind, one, many = OPERYN_EVENTS[dataset]
     event = _ref(f"Operyn{kind.capitalize()}Event")
@@ -440,6 +556,13 @@ STORED_RECORD: Schema = {
         "__eventType": {"type": "string", "minLength": 1, "maxLength": 200,
                         "description": "the job name (`event_type`) of the OrcaSheets request"
                                        " that carried it; absent when it came without one"},
+        "__eventId": {"type": "string", "description": "OneSight events only: its id"},
+        "__source": {"type": ["string", "null"], "description": "OneSight events only"},
+        "__eventTime": {"type": "string", "format": "date-time",
+                        "description": "OneSight events only: its payload's timestamp, else "
+                                       "its time of receipt"},
+        "__replayedAt": {"type": "string", "format": "date-time",
+                         "description": "records replayed from the quarantine only: when"},
     },
     "additionalProperties": True,
 }
@@ -531,6 +654,23 @@ def _admin(operation_id: str, summary: str, ok: str, ok_schema: Schema, *errors:
 
 
 OBJ: Schema = {"type": "object"}
+DATASET_SETTINGS: Schema = {
+    "type": "object", "required": ["project_id", "dataset_id", "on_invalid",
+                                   "quarantine_retention_days"],
+    "additionalProperties": False,
+    "properties": {
+        "project_id": {"type": "string", "pattern": ID_PARAM_PATTERN},
+        "dataset_id": {"type": "string", "pattern": ID_PARAM_PATTERN},
+        "on_invalid": {
+            "enum": ["reject", "quarantine"],
+            "description": "`reject` (the default): a request with an invalid record is a "
+                           "400, nothing stored. `quarantine`: its valid records are admitted "
+                           "and the invalid ones kept with their errors, replayable."},
+        "quarantine_retention_days": {
+            "type": "integer", "minimum": 1, "maximum": 3650, "default": 30,
+            "description": "Quarantined records older than this are purged"},
+    },
+}
 PROJECT_SETTINGS: Schema = {
     "type": "object", "required": ["project_id", "unknown_datasets"],
     "additionalProperties": False,
@@ -546,12 +686,15 @@ PROJECT_SETTINGS: Schema = {
 }
 
 DESCRIPTION = """\
-Strict dataset ingest with exact monthly quotas. Two public ingest APIs are spoken:
+Strict dataset ingest with exact monthly quotas. Four public ingest APIs are spoken:
 
 - **Loguro dataset ingest** (`/datasets/...`): records checked strictly against the
   dataset's registered definition; the project API key as `Authorization: Bearer`.
 - **Operyn events** (`/events/...`): log, metric and deployment events into the project's
   built-in `logs`, `metrics` and `deployments` datasets; the key in `x-api-key`.
+- **OrcaSheets** (`/v1/logs`): rows for several of the project's tables in one request.
+- **OneSight** (`/api/openapi/v1/data/events`): typed events with per-event ids, and the
+  query that reads them back.
 
 Every 2xx of an ingest route carries `X-Quota-Limit`, `X-Quota-Remaining` and
 `X-Quota-Reset`; over quota is a 429 with `Retry-After`. Every answer carries
@@ -568,6 +711,8 @@ TAGS = [
      "description": "The OrcaSheets universal endpoint: rows for several tables at once"},
     {"name": "Operyn events",
      "description": "The Operyn ingestion API: logs, metrics and deployments"},
+    {"name": "OneSight",
+     "description": "The OneSight data API: typed events with per-event ids, and their query"},
     {"name": "Records", "description": "Reading a dataset back from the lake"},
     {"name": "Admin", "description": "Datasets, API keys and quotas (admin token)"},
     {"name": "Operations", "description": "Health, readiness and metrics"},
@@ -596,6 +741,7 @@ def openapi_document() -> Schema:
         "/datasets/{dataset_id}/records": {"get": _read_op()},
     }
     paths["/v1/logs"] = {"post": _orcasheets_op()}
+    paths["/api/openapi/v1/data/events"] = _onesight_ops()
     for name in OPERYN_EVENTS:
         paths[f"/events/{name}"] = {"post": _operyn_op(name, False)}
         paths[f"/events/{name}/batch"] = {"post": _operyn_op(name, True)}
@@ -668,6 +814,20 @@ def openapi_document() -> Schema:
                 "description": "text exposition format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     })
+    paths[ds + "/settings"] = {
+        "put": _admin("putDatasetSettings", "Set dataset settings (those named; the others "
+                      "keep their values; a new definition version keeps them)", "200",
+                      DATASET_SETTINGS, 400, 404, 503,
+                      body={"type": "object", "minProperties": 1, "additionalProperties": False,
+                            "properties": {k: DATASET_SETTINGS["properties"][k]
+                                           for k in ("on_invalid",
+                                                     "quarantine_retention_days")}},
+                      example={"on_invalid": "quarantine"}, params=[project, dataset]),
+        "get": _admin("getDatasetSettings", "Dataset settings (defaults included)", "200",
+                      DATASET_SETTINGS, 400, 404, 503, params=[project, dataset]),
+    }
+    paths.update(_quarantine_paths(ds, project, dataset))
+    _add_dry_run(paths)
     _add_request_id(paths)
     return copy.deepcopy({
         "openapi": "3.1.0",
@@ -697,6 +857,102 @@ def openapi_document() -> Schema:
             },
         },
     })
+
+
+DRY_RUN_ANSWER: Schema = {
+    "type": "object", "required": ["success", "dry_run", "outcome", "status", "records"],
+    "description": "What the request would have done; nothing was counted, queued or stored",
+    "properties": {
+        "success": {"const": True}, "dry_run": {"const": True},
+        "outcome": {"enum": ["accepted", "quarantined", "rejected", "quota_exceeded"]},
+        "status": {"enum": [202, 400, 429], "description": "what the real request answers"},
+        "records": {"type": "integer"}, "valid": {"type": "integer"},
+        "invalid": {"type": "integer"}, "admitted": {"type": "integer"},
+        "quarantined": {"type": "integer"}, "error_count": {"type": "integer"},
+        "errors": {"type": "array", "items": _ref("ErrorItem"),
+                   "description": "every error of every invalid record (at most 10,000)"},
+        "errors_omitted": {"type": "integer"},
+        "quota": {"type": "object", "properties": {
+            "limit": {"type": "integer"}, "used": {"type": "integer"},
+            "remaining": {"type": "integer"}, "requested": {"type": "integer"}}},
+    },
+}
+_DRY_RUN_PARAM: Schema = {
+    "name": "dry_run", "in": "query", "required": False, "schema": {"type": "boolean"},
+    "description": "Validate only: the full verdict on every record in a 200, nothing "
+                   "counted, queued or stored"}
+
+
+QUARANTINED_RECORD: Schema = {
+    "type": "object",
+    "required": ["record", "errors", "dataset_version", "trace_id", "received_at"],
+    "properties": {
+        "record": {"description": "the record as sent (its text when JSON cannot carry it "
+                                  "exactly, e.g. an integer beyond 64 bits)"},
+        "errors": {"type": "array", "items": _ref("ErrorItem")},
+        "dataset_version": {"type": "integer", "description": "the version it last failed"},
+        "trace_id": {"type": "string"}, "received_at": {"type": "string",
+                                                        "format": "date-time"},
+        "entry_id": {"type": "string"}, "seq": {"type": "integer"},
+        "index": {"type": "integer", "description": "its place in the request"},
+        "event": {"type": "object", "description": "a OneSight event's id, source and time"},
+    },
+}
+
+
+def _quarantine_paths(ds: str, project: Schema, dataset: Schema) -> Schema:
+    """The quarantine's admin routes: list, stats, replay."""
+    page = {"type": "object", "required": ["success", "records", "next_cursor"],
+            "properties": {"success": {"const": True},
+                           "records": {"type": "array", "items": QUARANTINED_RECORD},
+                           "next_cursor": {"type": ["string", "null"]}}}
+    stats = {"type": "object", "required": ["success", "total", "by_code"], "properties": {
+        "success": {"const": True}, "total": {"type": "integer"},
+        "by_code": {"type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "records having each error code"}}}
+    replayed = {"type": "object", "required": ["success", "replayed", "still_invalid",
+                                               "remaining", "stopped"], "properties": {
+        "success": {"type": "boolean"}, "replayed": {"type": "integer"},
+        "still_invalid": {"type": "integer"}, "skipped_already_replayed": {"type": "integer"},
+        "remaining": {"type": "integer"},
+        "stopped": {"type": ["object", "null"], "description": "why it stopped early "
+                    "(quota_exceeded: run it again once the quota allows)"}}}
+    window = [
+        _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                               "default": 100}, "records per page"),
+        _query_param("cursor", {"type": "string"}, "the previous page's next_cursor"),
+        _query_param("code", {"type": "string"}, "only records with one of these error "
+                     "codes (comma-separated)"),
+        _query_param("from", _DATE_OR_TIME, "received at or after this"),
+        _query_param("to", _DATE_OR_TIME, "received before this (a day includes that day)"),
+    ]
+    replay_body = {"type": "object", "additionalProperties": False, "properties": {
+        "code": {"type": "string"}, "from": _DATE_OR_TIME, "to": _DATE_OR_TIME,
+        "limit": {"type": "integer", "minimum": 1}}}
+    return {
+        ds + "/quarantine": {"get": _admin(
+            "listQuarantine", "A dataset's quarantined records with their errors, in "
+            "receipt order (pages with a cursor)", "200", page, 400, 404, 501, 503,
+            params=[project, dataset, *window])},
+        ds + "/quarantine/stats": {"get": _admin(
+            "quarantineStats", "How many records are quarantined, in all and per error code",
+            "200", stats, 400, 404, 501, 503, params=[project, dataset])},
+        ds + "/quarantine/replay": {"post": _admin(
+            "replayQuarantine", "Re-check quarantined records against the current definition;"
+            " admit those now valid, each exactly once (Accept: application/x-ndjson streams "
+            "progress)", "200", replayed, 400, 404, 501, 503, body=replay_body,
+            example={"code": "invalid_number"}, params=[project, dataset])},
+    }
+
+
+def _add_dry_run(paths: Schema) -> None:
+    """Every ingest route takes ``?dry_run=true`` and answers it with a 200."""
+    for route in INGEST_ROUTES:
+        operation = paths[route.path]["post"]
+        operation["parameters"] = [*operation.get("parameters", []), _DRY_RUN_PARAM]
+        operation["responses"] = {"200": {
+            "description": "Dry run (dry_run=true): the verdict, nothing stored",
+            **_json(DRY_RUN_ANSWER)}, **operation["responses"]}
 
 
 def _add_request_id(paths: Schema) -> None:

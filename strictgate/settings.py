@@ -68,6 +68,21 @@ class Settings:
     # Operyn's open mode, for local development: requests without an API key go to this
     # project (user "anonymous", at most OPEN_PROJECT_SERVICES services). None: keys required.
     open_project: str | None = None
+    # How long a OneSight event_id is remembered (a resend within it is a no-op); each id
+    # costs Redis memory for that long (README "OneSight").
+    event_id_window_s: int = 7 * 86400
+    # S3-compatible object storage, read only with an s3:// lake data path: credentials from
+    # the usual AWS_* variables (the secret parts left out of repr, so never logged), and the
+    # endpoint (host[:port], TLS unless given as http://) of a store other than AWS.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    aws_session_token: str | None = dataclasses.field(default=None, repr=False)
+    aws_region: str | None = None
+    s3_endpoint: str | None = None
+    s3_use_ssl: bool = True
+    # "path" (bucket in the path) or "vhost" (bucket in the host name); None: DuckDB's
+    # default (vhost, as AWS wants), "path" when an endpoint is set
+    s3_url_style: str | None = None
 
     @property
     def redis_deadline_s(self) -> float:
@@ -100,9 +115,20 @@ _ENV: dict[str, str] = {
     "STRICTGATE_MAX_QUEUE_RECORDS": "max_queue_records",
     "STRICTGATE_LAKE_SNAPSHOT_RETENTION_S": "lake_snapshot_retention_s",
     "STRICTGATE_OPEN_PROJECT": "open_project",
+    "STRICTGATE_EVENT_ID_WINDOW_S": "event_id_window_s",
 }
 
-ENV_VARS: tuple[str, ...] = tuple(_ENV)
+# read by :func:`s3_settings`, and only with an s3:// lake data path
+_S3_ENV: dict[str, str] = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_REGION": "aws_region",
+    "STRICTGATE_S3_ENDPOINT": "s3_endpoint",
+    "STRICTGATE_S3_URL_STYLE": "s3_url_style",
+}
+
+ENV_VARS: tuple[str, ...] = (*_ENV, *_S3_ENV)
 
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
 """Values of ``STRICTGATE_LOG_LEVEL`` (any case)."""
@@ -217,6 +243,103 @@ def _parse_redis_url(name: str, raw: str) -> str:
     return url
 
 
+S3_SCHEMES: tuple[str, ...] = ("s3://", "s3a://")
+"""Lake data paths that the S3 settings apply to (those a DuckDB secret of type s3 covers)."""
+
+S3_URL_STYLES: tuple[str, ...] = ("path", "vhost")
+"""Values of ``STRICTGATE_S3_URL_STYLE``."""
+
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def parse_s3_endpoint(name: str, raw: str) -> tuple[str, bool]:
+    """``host[:port]``, ``http://host[:port]`` or ``https://host[:port]`` as (``host[:port]``,
+    TLS or not): without a scheme, TLS, as AWS and most stores want. No path, no credentials
+    in it (they are ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) and no DNS lookup (a
+    store's name may resolve only once the network around it is up)."""
+    text = raw.strip()
+    shown = _shown_url(raw)
+    use_ssl = True
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme.lower() not in ("http", "https"):
+            raise SettingsError(f"{name} must be host[:port], http://host[:port] or "
+                                f"https://host[:port], got {shown!r}")
+        use_ssl = scheme.lower() == "https"
+        text = text.removesuffix("/")
+    if "@" in text:
+        raise SettingsError(f"{name} must not hold credentials (set AWS_ACCESS_KEY_ID and "
+                            f"AWS_SECRET_ACCESS_KEY), got {shown!r}")
+    if not text or any(c in "/?#\\" or c.isspace() for c in text):
+        raise SettingsError(f"{name} must be host[:port] with nothing after it, got {shown!r}")
+    parts = urlsplit("//" + text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name} has an invalid port: {shown!r}") from None
+    if port == 0 or text.endswith(":") or not _is_host(parts.hostname or ""):
+        raise SettingsError(f"{name} must be host[:port] (a host name or an IP address, "
+                            f"a port from 1 to 65535), got {shown!r}")
+    return text, use_ssl
+
+
+def s3_settings(env: Mapping[str, str], lake_data_path: str | None) -> dict[str, object]:
+    """The S3 fields of :class:`Settings` from ``env`` (empty values count as unset). Read
+    and checked only when ``lake_data_path`` is an ``s3://`` URL: ``AWS_*`` variables set
+    for other programs are none of the lake's business, while ``STRICTGATE_S3_*`` beside
+    another data path is a mistake, refused. No message quotes a credential."""
+    raw = {field: env.get(name) or None for name, field in _S3_ENV.items()}
+    path = lake_data_path or ""
+    if not path.startswith(S3_SCHEMES):
+        stray = [n for n in _S3_ENV if n.startswith("STRICTGATE_") and env.get(n)]
+        if stray:
+            raise SettingsError(f"{', '.join(stray)} applies only to an s3:// "
+                                "STRICTGATE_LAKE_DATA_PATH")
+        return {}
+    if not path.partition("://")[2].split("/", 1)[0]:
+        raise SettingsError("STRICTGATE_LAKE_DATA_PATH must name a bucket "
+                            f"(s3://bucket/prefix/), got {_shown_url(path)!r}")
+    if (raw["aws_access_key_id"] is None) != (raw["aws_secret_access_key"] is None):
+        raise SettingsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")
+    if raw["aws_session_token"] is not None and raw["aws_access_key_id"] is None:
+        raise SettingsError(
+            "AWS_SESSION_TOKEN needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    values: dict[str, object] = {
+        field: raw[field]
+        for field in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+        if raw[field] is not None}
+    region = raw["aws_region"]
+    if region is not None:
+        if not _REGION.match(region.strip()):
+            raise SettingsError(f"AWS_REGION must be a region name (e.g. us-east-1), "
+                                f"got {region[:40]!r}")
+        values["aws_region"] = region.strip()
+    endpoint = raw["s3_endpoint"]
+    if endpoint is not None:
+        values["s3_endpoint"], values["s3_use_ssl"] = parse_s3_endpoint(
+            "STRICTGATE_S3_ENDPOINT", endpoint)
+    style = raw["s3_url_style"]
+    if style is not None:
+        if style.strip().lower() not in S3_URL_STYLES:
+            raise SettingsError(f"STRICTGATE_S3_URL_STYLE must be one of "
+                                f"{'/'.join(S3_URL_STYLES)}, got {style[:40]!r}")
+        values["s3_url_style"] = style.strip().lower()
+    elif endpoint is not None:
+        # a store of one's own rarely has a DNS name per bucket
+        values["s3_url_style"] = "path"
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default: ``os.environ``).
 
@@ -224,7 +347,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     variables and malformed values.
     """
     env = os.environ if environ is None else environ
-    unknown = sorted(k for k in env if k.startswith("STRICTGATE_") and k not in _ENV)
+    unknown = sorted(k for k in env if k.startswith("STRICTGATE_") and k not in ENV_VARS)
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
     values: dict[str, object] = {}
@@ -255,7 +378,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     f"{name} must start with {', '.join(LAKE_CATALOG_PREFIXES)} "
                     f"(e.g. postgres:dbname=lake host=127.0.0.1), got {_shown_url(raw)[:40]!r}")
             values[field] = raw.strip()
-        elif field == "max_queue_records":
+        elif field in ("max_queue_records", "event_id_window_s"):
             values[field] = _parse_int(name, raw, 1)
         elif field == "lake_snapshot_retention_s":
             values[field] = _parse_float(name, raw, 0.0, 10 * 365 * 86400.0)
@@ -278,4 +401,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_redis_url(name, raw)
         else:
             values[field] = raw
+    lake_data_path = values.get("lake_data_path")
+    values.update(s3_settings(env, lake_data_path if isinstance(lake_data_path, str) else None))
     return Settings(**values)  # type: ignore[arg-type]

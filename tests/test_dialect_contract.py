@@ -42,6 +42,16 @@ class Case:
     dataset: str
 
 
+ZONE_EVENT = {"event_type": "zone_trigger",
+              "payload": {"customer_id": "c1", "zone": "deli", "trigger_type": "enter"}}
+ZONE_DEFINITION = {"envelope": "none", "fields": {
+    "customer_id": "string", "zone": "string", "trigger_type": "string"}}
+
+
+def _onesight(n: int) -> dict[str, Any]:
+    return {"events": [ZONE_EVENT] * n}
+
+
 def _orca(n: int) -> dict[str, Any]:
     return {"event_type": "contract",
             "records": [{"metric_name": "orders", "metric_value": ORCA_ROW}] * n}
@@ -56,6 +66,9 @@ CASES = [
     Case("orcasheets", "/v1/logs", "/v1/logs", lambda: _orca(1), _orca,
          lambda key: {"Authorization": f"Bearer {key}"},
          lambda svc: svc.put_dataset("p1", "orders", ORCA_DEFINITION), "orders"),
+    Case("onesight", "/api/openapi/v1/data/events", "/api/openapi/v1/data/events",
+         lambda: _onesight(1), _onesight, lambda key: {"Authorization": f"Bearer {key}"},
+         lambda svc: svc.put_dataset("p1", "zone_trigger", ZONE_DEFINITION), "zone_trigger"),
 ]
 
 
@@ -113,8 +126,8 @@ def test_a_key_from_another_project_cannot_write_here(small: Service, case: Case
         # every project has its own built-in datasets: it lands in p2's, never in p1's
         assert r.status_code == 202
         assert r.headers["X-Quota-Limit"] == "-1"
-    elif case.dialect == "orcasheets":
-        assert r.status_code == 400  # p2 has no table "orders" (policy: reject)
+    elif case.dialect in ("orcasheets", "onesight"):
+        assert r.status_code == 400  # p2 has no such table (policy: reject)
         assert r.json()["errors"][0]["code"] == "dataset_not_found"
     else:
         assert r.status_code == 404

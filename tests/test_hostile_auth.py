@@ -445,11 +445,42 @@ def test_orcasheets_rows_never_reach_another_projects_table(
     assert p1["definition"]["envelope"] == "none"
 
 
+def test_onesight_events_never_reach_another_project(
+    svc: Service, key: str, sync_redis: redis.Redis
+) -> None:
+    """``event_type`` names an event type of the key's project only, whatever the headers
+    say; an id another project accepted is new here; the query reads the key's project only
+    (by ``event_type`` or with no filter; a cursor of another project:
+    tests/test_onesight.py)."""
+    path = "/api/openapi/v1/data/events"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+               "X-Project-Id": "p2"}
+    body = {"events": [{"event_type": "only-in-p2", "event_id": "e1",
+                        "payload": {"country": "RO"}}]}
+    r = svc.client.post(path, content=json.dumps(body).encode(), headers=headers)
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["code"] == "dataset_not_found"
+    _nothing_left(svc, sync_redis)
+    p2 = svc.create_key("p2", "u2")
+    assert svc.admin("PUT", "/admin/projects/p2/settings",
+                     json={"unknown_datasets": "infer"}).status_code == 200
+    r = svc.client.post(path, content=json.dumps(
+        {"events": [{"event_type": "p2-only", "event_id": "e1", "payload": {"a": 1}}]}
+    ).encode(), headers={"Authorization": f"Bearer {p2}", "Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    queues = {k.decode() for k in sync_redis.scan_iter(match="queue:*")}
+    assert queues and all(":p2:" in q for q in queues)
+    read = {"Authorization": f"Bearer {key}", "X-Project-Id": "p2"}
+    assert svc.client.get(f"{path}?event_type=p2-only", headers=read).status_code == 404
+    page = svc.client.get(path, headers=read)
+    assert page.status_code == 200 and page.json()["data"]["events"] == []
+
+
 def test_every_ingest_route_has_a_cross_tenant_case() -> None:
-    """The Loguro routes are covered above by path, the Operyn and OrcaSheets ones by the
-    table: a route added to the table without a case here fails."""
+    """The Loguro routes are covered above by path, the other dialects' by the tests
+    above: a route added to the table without a case here fails."""
     loguro = {"/datasets/{dataset_id}", "/datasets/{dataset_id}/batch", "/datasets",
               "/datasets/batch"}
-    covered = loguro | {"/v1/logs"} | {
+    covered = loguro | {"/v1/logs", "/api/openapi/v1/data/events"} | {
         r.path for r in INGEST_ROUTES if r.dialect.name == "operyn"}
     assert {r.path for r in INGEST_ROUTES} == covered

@@ -59,15 +59,15 @@ def test_connect_offline_with_autoinstall_off(tmp_path: Path) -> None:
     con.close()
 
 
-def test_object_storage_data_path_attaches(tmp_path: Path) -> None:
-    config = LakeConfig(f"sqlite:{tmp_path / 'c.sqlite'}", "s3://strictgate-test/lake/")
-    con = connect(config)
-    assert con.execute("SELECT value FROM lake.options() WHERE option_name = 'data_path'"
-                       ).fetchone() == ("s3://strictgate-test/lake/",)
-    loaded = {r[0] for r in con.execute(
-        "SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
-    assert {"ducklake", "sqlite_scanner", "httpfs"} <= loaded
-    con.close()
+def test_an_unreachable_object_store_fails_at_connect(tmp_path: Path) -> None:
+    """A writable connection lists the S3 data path first: an unreachable store is one
+    clear error at start, not a failing commit later (the reachable case:
+    tests/test_lake_scaleout.py, on a real S3 server)."""
+    config = LakeConfig(f"sqlite:{tmp_path / 'c.sqlite'}", "s3://strictgate-test/lake/",
+                        s3=engine.S3Options(endpoint="127.0.0.1:9", use_ssl=False,
+                                            url_style="path"))
+    with pytest.raises(engine.LakeError, match="cannot use the lake's data path"):
+        connect(config)
 
 
 def test_an_unreachable_postgres_catalog_fails_fast() -> None:

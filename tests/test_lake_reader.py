@@ -1,12 +1,15 @@
 """Reading a real lake: pages in receipt order with signed cursors, from/to, version, the
-parameter errors, and the operators' read-only SQL."""
+parameter errors, the operators' read-only SQL, and the event keys of records stored as
+events (the events query itself: test_lake_events)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 
 from strictgate.lake import engine
@@ -22,6 +25,7 @@ from strictgate.lake.reader import (
     parse_version,
 )
 from strictgate.lake.writer import LakeWriter
+from strictgate.queue_entry import QueuedEvent, encode_events
 from tests.lake_support import seed_definitions, seed_entries
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -184,3 +188,34 @@ def test_the_sql_connection_refuses_writes_by_itself(lake: LakeConfig, tmp_path:
             con.execute(statement)
     assert not outside.exists()
     con.close()
+
+
+def test_records_of_events_carry_them_and_other_records_read_as_before(
+    tmp_path: Path,
+) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, seed_definitions)
+    plain, evented = seed_entries(2, 2)
+    events = encode_events([QueuedEvent("ev-0", "store", "2026-04-12t19:30:00.5+09:00"),
+                            QueuedEvent("ev-1", None, "2016-12-31T23:59:60Z")])
+    writer.write([plain, dataclasses.replace(evented, queued=msgspec.structs.replace(
+        evented.queued, events=events))])
+    writer.close()
+    reader = LakeReader(config, SECRET)
+    records = reader.page("p1", "billing").records
+    reader.close()
+    assert [list(r)[-4:] for r in records[:2]] == [
+        ["__traceId", "__datasetVersion", "__receivedAt", "__entryId"]] * 2
+    assert [{k: r[k] for k in ("__eventId", "__source", "__eventTime")} for r in records[2:]] == [
+        {"__eventId": "ev-0", "__source": "store", "__eventTime": "2026-04-12T10:30:00.500Z"},
+        {"__eventId": "ev-1", "__source": None, "__eventTime": "2017-01-01T00:00:00.000Z"}]
+    assert list(records[2])[-3:] == ["__eventId", "__source", "__eventTime"]
+    assert records[2]["country"] == records[0]["country"]
+
+
+def test_event_cursor_round_trip() -> None:
+    codec = CursorCodec(SECRET)
+    at = datetime(2026, 6, 10, 1, 2, 3, 456789, tzinfo=UTC)
+    key = (at, at, "pos_transaction", "u/1-0", 7)
+    assert codec.decode_event("p", ["b", "a"], codec.encode_event("p", ["a", "b"], key)) == key
+    assert codec.decode_event("p", None, codec.encode_event("p", None, key)) == key

@@ -1,10 +1,12 @@
 """Dataset tables in a real DuckLake: typed columns, new definition versions (added fields,
-changed types, colliding names), partitions by day of receipt, the event type of each row
-(also in a table an older release created without its column)."""
+changed types, colliding names), partitions by day of receipt, the event type, the event
+(id, source, time) and the replay time of each row (also in a table an older release
+created without their columns), and the quarantine table."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from strictgate.lake.engine import LakeConfig
 from strictgate.lake.reader import LakeReader
 from strictgate.lake.tables import ensure_layout, load_layouts, plan_layout
 from strictgate.lake.writer import LakeEntry, LakeWriter
+from strictgate.queue_entry import QueuedEvent, encode_events
 from tests.lake_support import SEED, lake_entry, payload, seed_entries, seed_record
 from validator.definition import normalize
 
@@ -44,7 +47,9 @@ def test_columns_are_typed_from_the_definition(tmp_path: Path) -> None:
     assert _columns(writer) == {
         "__receivedAt": "TIMESTAMP WITH TIME ZONE", "__entryId": "VARCHAR",
         "__seq": "INTEGER", "__traceId": "VARCHAR", "__datasetVersion": "INTEGER",
-        "__absent": "VARCHAR[]", "__eventType": "VARCHAR",
+        "__absent": "VARCHAR[]", "__eventType": "VARCHAR", "__eventId": "VARCHAR",
+        "__source": "VARCHAR", "__eventTime": "TIMESTAMP WITH TIME ZONE",
+        "__replayedAt": "TIMESTAMP WITH TIME ZONE",
         "timestamp": "TIMESTAMP WITH TIME ZONE",
         "timestamp__text": "VARCHAR", "context": "JSON", "country": "VARCHAR",
         "plan": "VARCHAR", "amount": "DOUBLE", "active": "BOOLEAN",
@@ -189,3 +194,87 @@ def test_a_table_created_without_the_event_type_column_gets_it_when_first_writte
     assert after[:2] == before  # the old rows, unchanged
     assert after[2]["__eventType"] == "ecommerce_sync"
     assert after[2]["__datasetVersion"] == version
+
+
+def _with_events(entry: LakeEntry, *events: tuple[str, str | None, str]) -> LakeEntry:
+    value = encode_events([QueuedEvent(*e) for e in events])
+    return dataclasses.replace(entry, queued=msgspec.structs.replace(entry.queued,
+                                                                     events=value))
+
+
+@pytest.mark.parametrize("version", [1, 2], ids=["known-version", "new-version"])
+def test_a_table_created_without_the_event_columns_gets_them_when_first_written(
+    tmp_path: Path, version: int,
+) -> None:
+    """A table as a release before ``__eventId``/``__source``/``__eventTime`` left it:
+    the first writer of this release adds them in place, whether the version it writes is
+    known to the table or new; old rows read back as they did, their events NULL."""
+    config = LakeConfig.local(tmp_path)
+    old = LakeWriter(config, lambda p, d, v: SEED)
+    old.write(seed_entries(1, 2))
+    for column in ("__eventId", "__source", "__eventTime"):
+        old.con.execute(f'ALTER TABLE lake.p1.billing DROP COLUMN "{column}"')
+    old.close()
+    before = _read(config)
+
+    writer = LakeWriter(config, lambda p, d, v: DEFS[v])
+    assert "__eventId" not in _columns(writer)
+    fresh = [orjson.dumps(seed_record(9))] if version == 1 else [orjson.dumps(
+        {**seed_record(9), "amount": "12.50 EUR", "region": "eu"})]
+    writer.write([_with_events(lake_entry(
+        "u/9-0", "p1", "billing", version, "t9", "2026-06-10T12:00:00.000Z",
+        payload(DEFS[version], fresh)), ("ev9", "pos", "2026-06-10T11:59:00Z"))])
+    columns = _columns(writer)
+    assert {k: columns[k] for k in ("__eventId", "__source", "__eventTime")} == {
+        "__eventId": "VARCHAR", "__source": "VARCHAR",
+        "__eventTime": "TIMESTAMP WITH TIME ZONE"}
+    stored = writer.con.execute(
+        'SELECT "__entryId", "__eventId", "__source", "__eventTime" FROM lake.p1.billing'
+        " ORDER BY ALL").fetchall()
+    writer.close()
+    assert [r[:3] for r in stored] == [(before[0]["__entryId"], None, None)] * 2 + [
+        ("u/9-0", "ev9", "pos")]
+    assert stored[2][3] == datetime(2026, 6, 10, 11, 59, tzinfo=UTC)
+    after = _read(config)
+    assert after[:2] == before  # the old rows, unchanged
+    assert (after[2]["__eventId"], after[2]["__eventTime"]) == ("ev9", "2026-06-10T11:59:00.000Z")
+
+
+def test_the_quarantine_table_is_created_with_the_bookkeeping_tables(tmp_path: Path) -> None:
+    writer = LakeWriter(LakeConfig.local(tmp_path), lambda p, d, v: SEED)
+    writer.write(seed_entries(1, 1))
+    rows = writer.con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_catalog = 'lake' AND table_schema = '__strictgate'"
+        " AND table_name = 'quarantine' ORDER BY ordinal_position").fetchall()
+    writer.close()
+    assert rows == [
+        ("project", "VARCHAR"), ("dataset", "VARCHAR"), ("entry_id", "VARCHAR"),
+        ("seq", "INTEGER"), ("request_index", "INTEGER"), ("record", "VARCHAR"),
+        ("errors", "JSON"), ("error_codes", "VARCHAR[]"), ("dataset_version", "INTEGER"),
+        ("trace_id", "VARCHAR"), ("received_at", "TIMESTAMP WITH TIME ZONE"),
+        ("user_id", "VARCHAR"), ("event_type", "VARCHAR"), ("event", "JSON"),
+        ("checked_at", "TIMESTAMP WITH TIME ZONE")]
+
+
+def test_a_table_created_without_the_replay_time_gets_it_and_replays_read_it_back(
+    tmp_path: Path,
+) -> None:
+    """A table as a release before ``__replayedAt`` left it: the first writer of this
+    release adds the column; only a replayed record reads back with ``__replayedAt``."""
+    config = LakeConfig.local(tmp_path)
+    old = LakeWriter(config, lambda p, d, v: SEED)
+    old.write(seed_entries(1, 1))
+    old.con.execute('ALTER TABLE lake.p1.billing DROP COLUMN "__replayedAt"')
+    old.close()
+    before = _read(config)
+    writer = LakeWriter(config, lambda p, d, v: SEED)
+    [entry] = seed_entries(1, 1, start=5)
+    replayed = dataclasses.replace(entry, queued=msgspec.structs.replace(
+        entry.queued, replayed_at="2026-07-01T09:30:00.250Z"))
+    writer.write([replayed])
+    assert _columns(writer)["__replayedAt"] == "TIMESTAMP WITH TIME ZONE"
+    writer.close()
+    after = _read(config)
+    assert after[:1] == before and "__replayedAt" not in after[0]
+    assert after[1]["__replayedAt"] == "2026-07-01T09:30:00.250Z"

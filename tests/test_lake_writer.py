@@ -1,23 +1,39 @@
 """Exactly-once commits into a real DuckLake (SQLite catalog, Parquet files): redelivery,
 two writer processes racing on the same entries, SIGKILL before and after the commit, and
-the fence row that makes the loser of a race conflict (DuckDB-file catalog)."""
+the fence row that makes the loser of a race conflict (DuckDB-file catalog); each record's
+event (OneSight) stored beside it, and never misaligned."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import msgspec
+import orjson
 import pytest
 
 from strictgate.lake.engine import LakeConfig, connect
 from strictgate.lake.tables import json_object_size
-from strictgate.lake.writer import LakeEntry, LakeWriter
-from strictgate.queue_entry import QueueEntry
-from tests.lake_support import ROOT, dump_entries, lake_entry, seed_definitions, seed_entries
+from strictgate.lake.writer import LakeEntry, LakeWriter, write_quarantine_stage, write_stage
+from strictgate.queue_entry import MalformedEntryError, QueuedEvent, QueueEntry, encode_events
+from tests.lake_support import (
+    ROOT,
+    SEED,
+    dump_entries,
+    lake_entry,
+    payload,
+    seed_definitions,
+    seed_entries,
+    seed_record,
+)
+from tests.test_lake_tables import V2
 
 
 def counts(config: LakeConfig) -> tuple[int, int, int, int]:
@@ -225,3 +241,97 @@ def test_a_writer_keeps_a_connection_it_was_given_and_one_without_a_limit(
     finally:
         given.close()
         owner.close()
+
+
+# --- events (OneSight): each record's id, source and time, NULL for other entries -------------
+
+EVENT_TIMES = [
+    ("2026-04-12T10:30:00Z", datetime(2026, 4, 12, 10, 30, tzinfo=UTC)),
+    ("2026-04-12t10:30:00.5z", datetime(2026, 4, 12, 10, 30, 0, 500000, tzinfo=UTC)),
+    ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=UTC)),  # a leap second: next second
+    ("2026-04-12T19:30:00.123456789+09:00",  # an offset, nanoseconds cut
+     datetime(2026, 4, 12, 10, 30, 0, 123456, tzinfo=UTC)),
+    ("2026-04-12T10:30:00-00:30", datetime(2026, 4, 12, 11, 0, tzinfo=UTC)),
+]
+
+
+def _with_events(entry: LakeEntry, events: bytes) -> LakeEntry:
+    return dataclasses.replace(entry, queued=msgspec.structs.replace(entry.queued,
+                                                                     events=events))
+
+
+@pytest.mark.parametrize("definition", [SEED, V2], ids=["typed-read", "json-read"])
+def test_each_record_gets_its_own_event_and_other_entries_none(
+    tmp_path: Path, definition: dict[str, Any],
+) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, lambda p, d, v: definition)
+    changes = {} if definition is SEED else {"amount": "1"}
+    n = len(EVENT_TIMES)
+    records = payload(definition, [orjson.dumps({**seed_record(i), **changes})
+                                   for i in range(n)])
+    events = encode_events([QueuedEvent(f"ev-{i} ü \"q\"", None if i % 2 else f"src{i}", text)
+                            for i, (text, _) in enumerate(EVENT_TIMES)])
+    writer.write([
+        lake_entry("u/1-0", "p1", "billing", 1, "t1", "2026-06-10T11:00:00.000Z", records),
+        _with_events(lake_entry("u/2-0", "p1", "billing", 1, "t2", "2026-06-10T11:00:00.000Z",
+                                records), events),
+        lake_entry("u/3-0", "p1", "billing", 1, "t3", "2026-06-10T11:00:00.000Z", records)])
+    stored = writer.con.execute(
+        'SELECT "__entryId", "__seq", "__eventId", "__source", "__eventTime", country'
+        " FROM lake.p1.billing ORDER BY ALL").fetchall()
+    writer.close()
+    assert [r[2:5] for r in stored if r[0] != "u/2-0"] == [(None, None, None)] * 2 * n
+    assert [r[1:5] for r in stored if r[0] == "u/2-0"] == [
+        (i, f"ev-{i} ü \"q\"", None if i % 2 else f"src{i}", at)
+        for i, (_, at) in enumerate(EVENT_TIMES)]
+    assert {r[5] for r in stored} == {"RO"}
+
+
+def test_events_that_are_not_one_per_record_write_nothing(tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, seed_definitions)
+    good = seed_entries(2, 3)
+    one = encode_events([QueuedEvent("a", None, "2026-04-12T10:30:00Z")])
+    for counted in (None, 3):  # counted by the caller or by the writer
+        short = dataclasses.replace(_with_events(seed_entries(1, 3, start=5)[0], one),
+                                    record_count=counted)
+        with pytest.raises(MalformedEntryError, match="holds 1 events for 3 records"):
+            writer.write([*good, short])
+    writer.close()
+    assert counts(config) == (0, 0, 0, 0)
+
+
+def test_events_with_line_breaks_still_make_one_stage_line(tmp_path: Path) -> None:
+    events = b'[\n {"id": "a\\nb", "source": null,\r\n  "time": "2026-04-12T10:30:00Z"}\n]'
+    entry = _with_events(seed_entries(1, 1)[0], events)
+    path = tmp_path / "stage.ndjson"
+    write_stage(path, [entry])
+    [line] = path.read_bytes().splitlines()
+    assert orjson.loads(line)["k"] == [
+        {"id": "a\nb", "source": None, "time": "2026-04-12T10:30:00Z"}]
+    writer = LakeWriter(LakeConfig.local(tmp_path), seed_definitions)
+    writer.write([entry])
+    assert writer.con.execute('SELECT "__eventId" FROM lake.p1.billing').fetchall() == [
+        ("a\nb",)]
+    writer.close()
+
+
+def test_quarantined_records_with_line_breaks_still_make_one_stage_line(
+    tmp_path: Path,
+) -> None:
+    value = (b'[\n {"index": 0, "record": "{\\n \\"a\\": 1}",\r\n'
+             b'  "errors": [{"code": "c", "field": "a", "message": "m"}]}\n]')
+    [entry] = seed_entries(1, 1)
+    entry = dataclasses.replace(entry, queued=msgspec.structs.replace(entry.queued,
+                                                                      quarantine=value))
+    path = tmp_path / "stage.ndjson"
+    write_quarantine_stage(path, [entry])
+    [line] = path.read_bytes().splitlines()
+    assert orjson.loads(line)["q"][0]["record"] == '{\n "a": 1}'
+    writer = LakeWriter(LakeConfig.local(tmp_path), seed_definitions)
+    assert writer.write([entry]).quarantined == 1
+    assert writer.con.execute(
+        "SELECT record, error_codes FROM lake.__strictgate.quarantine").fetchall() == [
+        ('{\n "a": 1}', ["c"])]
+    writer.close()

@@ -24,6 +24,7 @@ from quota.admission import (
     MAX_ENTRIES,
     Admitted,
     Duplicate,
+    EventsSeen,
     IdempotencyConflict,
     QueueFull,
     QuotaExceeded,
@@ -368,9 +369,10 @@ async def test_usage_report_counts_flushed_and_unflushed(client: AnyRedis) -> No
 
 async def test_bad_arguments_are_refused_before_redis(client: AnyRedis) -> None:
     svc = service(client)
-    for bad in (0, -1, True):
+    # 0 is allowed: an entry carrying quarantined records only (tests/test_quarantine_ingest.py)
+    for bad in (-1, True, 1.5):
         with pytest.raises(ValueError):
-            await admit(svc, bad)
+            await admit(svc, bad)  # type: ignore[arg-type]
     with pytest.raises(keys.InvalidIdError):
         await admit(svc, 1, user_id="a:b")
     assert await client.dbsize() == 0
@@ -549,7 +551,7 @@ async def test_bad_multi_dataset_arguments_are_refused_before_redis(client: AnyR
     mixed_projects = [two[0], entry(project_id="p2", dataset_id="users")]
     bad_event = [two[0], msgspec.structs.replace(two[1], event_type="tab\there")]
     for entries, counts in [
-        ([], []), (two, [1]), (two, [1, 0]), (two, [1, True]), (two, [1, 1.0]),
+        ([], []), (two, [1]), (two, [1, -1]), (two, [1, True]), (two, [1, 1.0]),
         (mixed_users, [1, 1]), (mixed_projects, [1, 1]), (entries_of("orders", "orders"),
                                                            [1, 1]),
         (bad_event, [1, 1]),
@@ -559,3 +561,29 @@ async def test_bad_multi_dataset_arguments_are_refused_before_redis(client: AnyR
             await svc.admit_many(entries, counts=counts,  # type: ignore[arg-type]
                                  idempotency_key=None, request_digest="")
     assert await client.dbsize() == 0
+
+
+async def test_event_ids_are_decided_in_the_admission_s_slot(client: AnyRedis) -> None:
+    """One admission with client event ids, its resend and the request left with none (see
+    tests/test_quota_event_ids.py for the rest), on both servers."""
+    svc = service(client, default_limit=100)
+    seen = [keys.event_id_key("u1", "p1", event_id) for event_id in ("a", "b")]
+    admitted = await svc.admit_many(entries_of("orders"), counts=[2], idempotency_key=None,
+                                    request_digest="", event_keys=seen)
+    assert isinstance(admitted, Admitted) and admitted.used == 2
+    new = keys.event_id_key("u1", "p1", "c")
+    resend = await svc.admit_many(entries_of("orders", "users"), counts=[1, 2],
+                                  idempotency_key="k", request_digest="x",
+                                  event_keys=[seen[1], new, seen[0]])
+    assert resend == EventsSeen(positions=(0, 2))
+    assert await client.exists(new, keys.idempotency_key("u1", "p1", _digest("k"))) == 0
+    empty = await svc.admit_many([], counts=[], idempotency_key="k", request_digest="x",
+                                 user_id="u1", project_id="p1")
+    assert isinstance(empty, Admitted) and (empty.used, empty.entry_ids) == (2, ())
+    assert await client.get(seen[0]) == b"1"
+    assert await queue_state(client, ("orders", "users")) == [(1, 2), (0, 0)]
+    # the server's own hashing puts the ids in the slot of the user's quota keys
+    if isinstance(client, RedisCluster):
+        slots = {await client.cluster_keyslot(name)
+                 for name in (*seen, new, keys.quota_limit_key("u1"))}
+        assert slots == {key_slot(b"u1")}

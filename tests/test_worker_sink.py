@@ -5,6 +5,10 @@ a real 1 MB tmpfs filled up under the output dir (skipped with the reason when t
 may not mount). Records keep being admitted (202), stay queued, and are each written once
 when the cause is gone; ``/readyz``, the metrics and the log (one line per change of state)
 say what is wrong meanwhile.
+
+Also what the sink writes for events (OneSight): each record's ``__eventId``, ``__source``
+and ``__eventTime`` spliced into its line, and an entry whose events do not match its
+records set aside.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -27,7 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from quota import keys
 from strictgate.embedded import free_port
 from strictgate.metrics import Metrics
+from strictgate.queue_entry import MalformedEntryError, QueuedEvent, QueueEntry, encode_events
 from strictgate.worker.consumer import Worker
+from strictgate.worker.consumer import output_lines as entry_lines
 from strictgate.worker.health import SinkHealth
 from strictgate.worker.queues import queue_snapshot
 from tests.ingest_fixtures import SEED_DEFINITION, SEED_SINGLE, Service, output_lines, start_service
@@ -235,3 +242,56 @@ def metric(svc: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     r = svc.client.get("/metrics")
     assert r.status_code == 200
     return samples(r.text)
+
+
+# --- events (OneSight) in the JSON Lines sink ------------------------------------------------
+
+def _events_entry(n: int, trace: str, events: bytes) -> dict[str, bytes | str]:
+    fields = _entry(n, trace)
+    return {**fields, "events": events}
+
+
+def test_output_lines_splice_each_record_s_event_in() -> None:
+    events = encode_events([QueuedEvent("loc_001", "virtual_store_server",
+                                        "2026-04-12t10:30:00z"),
+                            QueuedEvent("loc \"2\"", None, "2016-12-31T23:59:60+00:00")])
+    entry = QueueEntry(records=b'[{"a": 1},\n {"b": {"c": 2}}]', trace_id="t",
+                       dataset_version=2, received_at="2026-04-12T10:30:01.000Z",
+                       project_id="p", dataset_id="uwb_location", user_id="u",
+                       event_type="job", events=events)
+    assert entry_lines(entry) == [
+        b'{"a":1,"__traceId":"t","__datasetVersion":2,"__eventType":"job",'
+        b'"__eventId":"loc_001","__source":"virtual_store_server",'
+        b'"__eventTime":"2026-04-12t10:30:00z"}',
+        b'{"b":{"c":2},"__traceId":"t","__datasetVersion":2,"__eventType":"job",'
+        b'"__eventId":"loc \\"2\\"","__source":null,"__eventTime":"2016-12-31T23:59:60+00:00"}']
+    # an entry without events: its lines are what they were
+    plain = msgspec.structs.replace(entry, events=None, event_type=None)
+    assert entry_lines(plain) == [b'{"a":1,"__traceId":"t","__datasetVersion":2}',
+                                   b'{"b":{"c":2},"__traceId":"t","__datasetVersion":2}']
+    with pytest.raises(MalformedEntryError, match="holds 2 events for 1 records"):
+        entry_lines(msgspec.structs.replace(entry, records=b'[{"a":1}]'))
+
+
+async def test_the_jsonl_worker_writes_events_and_sets_aside_entries_that_do_not_match(
+    aredis: aioredis.Redis, tmp_path: Path,
+) -> None:
+    two = encode_events([QueuedEvent(f"e{i}", "s", f"2026-04-12T10:30:0{i}Z") for i in range(2)])
+    stream = await _enqueue(aredis, _events_entry(2, "good", two),
+                            _events_entry(3, "short", two),
+                            _events_entry(1, "bad", b'[{"id": "x", "source": null}]'),
+                            _entry(1, "plain"))
+    worker = Worker(aredis, tmp_path / "out")
+    await worker.drain()
+    lines = worker_output(tmp_path / "out")
+    assert [(ln["__traceId"], ln.get("__eventId"), ln.get("__eventTime")) for ln in lines] == [
+        ("good", "e0", "2026-04-12T10:30:00Z"), ("good", "e1", "2026-04-12T10:30:01Z"),
+        ("plain", None, None)]
+    assert "__source" not in lines[2]
+    dead = {f[b"trace_id"]: f for _, f in await aredis.xrange(keys.dead_letter_key(stream))}
+    assert set(dead) == {b"short", b"bad"}
+    assert dead[b"short"][b"dead_reason"] == b"malformed_record"
+    assert b"holds 2 events for 3 records" in dead[b"short"][b"dead_detail"]
+    assert dead[b"bad"][b"dead_reason"] == b"malformed_entry"
+    assert b"events" in dead[b"bad"][b"dead_detail"]
+    assert await aredis.xlen(stream) == 0

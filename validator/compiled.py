@@ -342,11 +342,13 @@ class CompiledDataset:
                     return BatchResult(n, payload=_compact(body), complete=all_errors)
         return self._precise_batch(body, max_records, all_errors)
 
-    def validate_one(self, body: bytes) -> BatchResult:
-        """Validate a body that must be one JSON object (the single-record endpoint)."""
+    def validate_one(self, body: bytes, *, all_errors: bool = False) -> BatchResult:
+        """Validate a body that must be one JSON object (the single-record endpoint);
+        ``all_errors`` as for :meth:`validate_batch`."""
         if body.lstrip(_WS)[:1] == b"{":
             try:
-                result = self.validate_batch(b"[" + body + b"]", max_records=1)
+                result = self.validate_batch(b"[" + body + b"]", max_records=1,
+                                             all_errors=all_errors)
             except BodyError as exc:
                 if exc.code in ("empty_batch", "too_many_records", "not_an_array"):
                     raise E.invalid_json("invalid_json", "not one JSON value") from None

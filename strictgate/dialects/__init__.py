@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from strictgate.dialects.base import Dialect, IngestRoute
 from strictgate.dialects.loguro import Loguro
+from strictgate.dialects.onesight import OneSight
 from strictgate.dialects.operyn import Operyn
 from strictgate.dialects.orcasheets import OrcaSheets
 
-DIALECTS: tuple[Dialect, ...] = (Loguro(), Operyn(), OrcaSheets())
+DIALECTS: tuple[Dialect, ...] = (Loguro(), Operyn(), OrcaSheets(), OneSight())
 
 INGEST_ROUTES: tuple[IngestRoute, ...] = tuple(
     route for dialect in DIALECTS for route in dialect.routes())

@@ -37,6 +37,17 @@ class Part:
 
 
 @dataclass(frozen=True)
+class EventMeta:
+    """What an event of an API with per-event ids (OneSight) carries beside its record."""
+
+    event_id: str | None
+    """The client's id (None: the server assigns one)."""
+    source: str | None
+    time: str | None
+    """The record's own time (RFC 3339 text), or None: the time of receipt stands for it."""
+
+
+@dataclass(frozen=True)
 class Split:
     """A request whose records go to several datasets (all or nothing)."""
 
@@ -50,6 +61,9 @@ class Split:
     """Where a record names its dataset, for errors about that name."""
     flat: bool = True
     """Whether an inferred definition takes only flat rows (see the ``infer`` policy)."""
+    events: list[EventMeta] | None = None
+    """Per record (by its place in the request), for APIs with per-event ids: each id is
+    stored once per project, a resent one acknowledged but neither counted nor stored."""
 
 
 @dataclass(frozen=True)

@@ -49,5 +49,6 @@ class Loguro(Dialect):
 
     def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]
                  ) -> Response:
-        """``{"success": true, "status": "queued"}`` (+ ``count`` for a batch)."""
-        return answers.accepted(route.batch, outcome.count, headers)
+        """``{"success": true, "status": "queued"}`` (+ ``count`` for a batch, and the
+        quarantined records under that policy)."""
+        return answers.accepted(route.batch, outcome.count, headers, outcome.quarantined)

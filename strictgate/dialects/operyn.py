@@ -151,10 +151,14 @@ class Operyn(Dialect):
 
     def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]
                  ) -> Response:
-        """202 ``{"id", "queued": true}``, or ``{"accepted": n}`` for a batch."""
-        if route.batch:
-            return json_response({"accepted": outcome.count}, 202, headers)
-        return json_response({"id": outcome.ids[0], "queued": True}, 202, headers)
+        """202 ``{"id", "queued": true}``, or ``{"accepted": n}`` for a batch; under the
+        ``quarantine`` policy also ``quarantined`` and the errors (a quarantined single event:
+        ``{"id": null, "queued": false, ...}``)."""
+        body: dict[str, Any] = {"accepted": outcome.count} if route.batch else {
+            "id": outcome.ids[0] if outcome.ids else None, "queued": bool(outcome.ids)}
+        if outcome.quarantined is not None:
+            body.update(outcome.quarantined.answer())
+        return json_response(body, 202, headers)
 
     def error(self, route: IngestRoute | None, err: ApiError) -> Response:
         """``{"statusCode", "message"}`` (+ ``errors`` and any details of ours)."""

@@ -162,5 +162,6 @@ class OrcaSheets(Dialect):
 
     def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]
                  ) -> Response:
-        """202 ``{"success": true, "count": n, "status": "queued"}``."""
-        return answers.accepted(True, outcome.count, headers)
+        """202 ``{"success": true, "count": n, "status": "queued"}`` (+ the quarantined rows
+        under that policy)."""
+        return answers.accepted(True, outcome.count, headers, outcome.quarantined)

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.responses import Response
 
 from strictgate.errors import ApiError, json_response
+from strictgate.ingest.quarantine import Quarantined
 from strictgate.timestamps import utc_z
 from validator import BatchResult, RecordError
 
@@ -32,11 +33,18 @@ def quota_headers(limit: int, remaining: int, resets_at: datetime) -> dict[str, 
     }
 
 
-def accepted(batch: bool, count: int, headers: dict[str, str]) -> Response:
-    """202 exactly as the Loguro ingest API documents it."""
-    if batch:
-        return json_response({"success": True, "count": count, "status": "queued"}, 202, headers)
-    return json_response({"success": True, "status": "queued"}, 202, headers)
+def accepted(batch: bool, count: int, headers: dict[str, str],
+             quarantined: Quarantined | None = None) -> Response:
+    """202 exactly as the Loguro ingest API documents it; under the ``quarantine`` policy
+    also how many records were quarantined and their errors (``status`` is
+    ``quarantined`` when a single record was)."""
+    body: dict[str, Any] = {"success": True, "count": count, "status": "queued"} if batch \
+        else {"success": True, "status": "queued"}
+    if quarantined is not None:
+        if not batch and count == 0:
+            body["status"] = "quarantined"
+        body.update(quarantined.answer())
+    return json_response(body, 202, headers)
 
 
 def _error_item(err: RecordError, batch: bool) -> dict[str, Any]:

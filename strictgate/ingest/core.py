@@ -23,13 +23,26 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from quota.results import Admitted, Duplicate, IdempotencyConflict, QueueFull, QuotaExceeded
+from quota.admission import AdmissionResult
+from quota.results import (
+    Admitted,
+    Duplicate,
+    EventsSeen,
+    IdempotencyConflict,
+    QueueFull,
+    QuotaExceeded,
+)
 from strictgate.context import AppContext, context_of
-from strictgate.dialects.base import IngestRoute, Part, Split
+from strictgate.dialects.base import EventMeta, IngestRoute, Part, Split
 from strictgate.errors import ApiError, clip
 from strictgate.ingest import answers
 from strictgate.ingest.body import check_content_type, check_declared_length, read_body
+from strictgate.ingest.dry_run import Verdict, wants_dry_run
+from strictgate.ingest.dry_run import answer as dry_run_answer
 from strictgate.ingest.event_records import complete_events
+from strictgate.ingest.events import CheckedPart, admit_events, assign_ids
+from strictgate.ingest.quarantine import Quarantined, quarantines, separate
+from strictgate.ingest.quarantine import entry_field as quarantine_field
 from strictgate.ingest.selectors import idempotency_key, request_digest, request_id
 from strictgate.queue_entry import QueueEntry
 from strictgate.registry.apikeys import Principal
@@ -38,6 +51,7 @@ from strictgate.registry.store import RegistryConflictError, ResolvedDataset
 from strictgate.timestamps import utc_z
 from strictgate.unavailable import ingest_unavailable, redis_step
 from validator import BatchResult, BodyError
+from validator.errors import RecordError
 
 # Bodies larger than this are validated off the event loop (smaller ones take a few ms).
 THREAD_BODY_BYTES = 256 * 1024
@@ -58,6 +72,10 @@ class Outcome:
     limit: int
     remaining: int
     resets_at: datetime
+    duplicates: int = 0
+    """Events acknowledged without being counted or stored again (per-event ids)."""
+    quarantined: Quarantined | None = None
+    """The records kept in the quarantine (the dataset's ``on_invalid`` policy), if any."""
 
 
 async def resolve_dataset(ctx: AppContext, project_id: str, dataset_id: str
@@ -75,12 +93,13 @@ async def resolve_dataset(ctx: AppContext, project_id: str, dataset_id: str
     return resolved
 
 
-async def _validate(ctx: AppContext, resolved: ResolvedDataset, body: bytes, batch: bool
-                    ) -> BatchResult:
+async def _validate(ctx: AppContext, resolved: ResolvedDataset, body: bytes, batch: bool,
+                    *, all_errors: bool = False) -> BatchResult:
     validator = resolved.validator
     validate = functools.partial(
         validator.validate_batch, body, max_records=ctx.settings.max_records,
-    ) if batch else functools.partial(validator.validate_one, body)
+        all_errors=all_errors,
+    ) if batch else functools.partial(validator.validate_one, body, all_errors=all_errors)
     try:
         # A large body is validated in a thread, so the event loop keeps answering (RE2
         # releases the GIL; Python code yields it every few ms): no request holds it long.
@@ -101,9 +120,25 @@ def event_ids(count: int, user_id: str, project_id: str, idem_key: str | None
     return [str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{base}{i}")) for i in range(count)]
 
 
+@dataclass
+class Checked:
+    """A body's records after validation and the ``on_invalid`` policy."""
+
+    count: int
+    """Valid records (those to admit)."""
+    payload: bytes
+    """The valid records, one JSON array."""
+    quarantined: Quarantined | None = None
+    """The invalid records, under the ``quarantine`` policy."""
+    rejected: BatchResult | None = None
+    """The verdict, when invalid records refuse the request (a dry run only: a real
+    request raises the 400)."""
+
+
 async def submit(request: Request, route: IngestRoute, path_params: Mapping[str, str]
                  ) -> Response:
-    """Validate, count and queue the records of one request; the dialect's 2xx answer."""
+    """Validate, count and queue the records of one request; the dialect's 2xx answer (or
+    the verdict of a dry run)."""
     ctx = context_of(request)
     settings = ctx.settings
     dialect = route.dialect
@@ -112,14 +147,16 @@ async def submit(request: Request, route: IngestRoute, path_params: Mapping[str,
     check_declared_length(request, settings.max_body_bytes)
     check_content_type(request)
     principal = await dialect.principal(request, ctx)
+    dry_run = wants_dry_run(request)
     dataset_id = "" if dialect.splits else dialect.dataset(request, route, path_params)
-    idem_key = idempotency_key(request)
+    idem_key = None if dry_run else idempotency_key(request)
     if dialect.splits:
         body = await read_body(request, settings.max_body_bytes)
         split = dialect.split(route, body, settings.max_records)
         assert split is not None  # a dialect that splits always does
         return await _submit_split(request, ctx, route, principal, split, idem_key,
-                                   request_digest(route.path, True, body) if idem_key else "")
+                                   request_digest(route.path, True, body) if idem_key else "",
+                                   dry_run)
     resolved = await resolve_dataset(ctx, principal.project_id, dataset_id)
     if dialect.event_datasets_only and resolved.envelope != "event":
         raise ApiError(
@@ -129,40 +166,92 @@ async def submit(request: Request, route: IngestRoute, path_params: Mapping[str,
         )
     body = await read_body(request, settings.max_body_bytes)
     batch = route.batch
-    result = await _validate(ctx, resolved, body, batch)
-    metrics = request.app.state.metrics
-    if result.ok:
-        rewritten = dialect.rewrite(route, result.payload)
-        if rewritten is not None:
-            result = await _validate(ctx, resolved, rewritten, batch)
-        if result.ok:
-            await dialect.check(ctx, principal, route, result.payload)
-    if not result.ok:
-        # every error counted, not only the listed ones (a batch lists at most 100)
-        for code, n in result.error_codes.items():
-            metrics.child(metrics.records_rejected, principal.project_id, dataset_id,
-                          code).inc(n)
-        raise answers.invalid_records(result, batch)
+    checked = await _check(request, ctx, route, principal, resolved, body, dry_run)
+    if dry_run:
+        return await dry_run_answer(ctx, principal, _verdict(checked, batch),
+                                    {"X-Request-Id": trace_id})
     received_at = utc_z(ctx.clock())
-    payload = result.payload
+    payload = checked.payload
     ids: list[str] = []
-    if resolved.envelope == "event":
+    if resolved.envelope == "event" and checked.count:
         payload, ids = complete_events(payload, received_at, event_ids(
-            result.count, principal.user_id, principal.project_id, idem_key))
+            checked.count, principal.user_id, principal.project_id, idem_key))
+    quarantined = checked.quarantined
     entry = QueueEntry(
         records=payload, trace_id=trace_id, dataset_version=resolved.version,
         received_at=received_at, project_id=principal.project_id,
         dataset_id=dataset_id, user_id=principal.user_id,
+        quarantine=None if quarantined is None else quarantine_field(quarantined.items),
     )
-    return await _admit(request, ctx, route, principal, [(entry, result.count)], ids,
-                        idem_key, request_digest(dataset_id, batch, body) if idem_key else "")
+    return await _admit(request, ctx, route, principal, [(entry, checked.count)], ids,
+                        idem_key, request_digest(dataset_id, batch, body) if idem_key else "",
+                        quarantined)
 
 
-async def _part_dataset(ctx: AppContext, project_id: str, part: Part, split: Split
-                        ) -> ResolvedDataset | None:
+async def _check(request: Request, ctx: AppContext, route: IngestRoute, principal: Principal,
+                 resolved: ResolvedDataset, body: bytes, dry_run: bool) -> Checked:
+    """Validate ``body`` and apply the dataset's ``on_invalid`` policy, then the dialect's
+    rewrite and last check on the valid records; a 400 when invalid records refuse it."""
+    batch = route.batch
+    project, dataset_id = principal.project_id, resolved.dataset_id
+    result = await _validate(ctx, resolved, body, batch, all_errors=dry_run)
+    checked = Checked(result.count, result.payload)
+    if not result.ok:
+        if not dry_run:
+            # every error counted, not only the listed ones (a batch lists at most 100)
+            metrics = request.app.state.metrics
+            for code, n in result.error_codes.items():
+                metrics.child(metrics.records_rejected, project, dataset_id, code).inc(n)
+        if await quarantines(ctx, project, dataset_id):
+            if not result.complete:
+                result = await _validate(ctx, resolved, body, batch, all_errors=True)
+            separated = separate(result)
+            checked = Checked(separated.count, separated.payload, separated.quarantined)
+        elif dry_run:
+            return Checked(0, b"[]", rejected=result)
+        else:
+            raise answers.invalid_records(result, batch)
+    if checked.count == 0:
+        return checked
+    rewritten = route.dialect.rewrite(route, checked.payload)
+    if rewritten is not None:
+        again = await _validate(ctx, resolved, rewritten, batch)
+        if not again.ok:
+            raise answers.invalid_records(again, batch)
+        checked.payload = again.payload
+    if not dry_run:
+        await route.dialect.check(ctx, principal, route, checked.payload)
+    return checked
+
+
+def _verdict(checked: Checked, batch: bool) -> Verdict:
+    """A dry run's verdict on one dataset's records."""
+    verdict = Verdict()
+    rejected = checked.rejected
+    if rejected is not None:
+        verdict.rejected = True
+        verdict.records = rejected.count
+        verdict.invalid = rejected.failed_records
+        items = ([{"index": f.index, "code": e.code, "field": e.field, "message": e.message}
+                  for f in rejected.failures() for e in f.errors] if rejected.complete
+                 else [{"index": e.index, "code": e.code, "field": e.field,
+                        "message": e.message} for e in rejected.errors])
+        verdict.add_errors(items)
+        return verdict
+    quarantined = checked.quarantined or Quarantined()
+    verdict.records = checked.count + quarantined.count
+    verdict.invalid = verdict.quarantined = quarantined.count
+    verdict.admitted = checked.count
+    verdict.add_errors(quarantined.errors)
+    return verdict
+
+
+async def _part_dataset(ctx: AppContext, project_id: str, part: Part, split: Split,
+                        dry_run: bool = False) -> ResolvedDataset | None:
     """The definition a part's records are checked against: the registered one (grown by
     new columns when it was inferred and the project's ``unknown_datasets`` policy is
-    ``infer``), one inferred from them under ``infer``, else None."""
+    ``infer``), one inferred from them under ``infer``, else None. A dry run stores no
+    inferred definition."""
     hit, cached = ctx.registry.cached(project_id, part.dataset_id)
     if not hit:
         async with redis_step(ctx.settings.redis_deadline_s):
@@ -177,8 +266,9 @@ async def _part_dataset(ctx: AppContext, project_id: str, part: Part, split: Spl
         return cached
     try:
         async with redis_step(ctx.settings.redis_deadline_s):
-            resolved = await ctx.registry.infer(project_id, part.dataset_id, rows,
-                                                flat=split.flat)
+            # a dry run stores nothing: what the rows would infer, not kept
+            infer = ctx.registry.preview_infer if dry_run else ctx.registry.infer
+            resolved = await infer(project_id, part.dataset_id, rows, flat=split.flat)
     except InferenceError as exc:
         index = part.indexes[exc.index] if exc.index is not None else part.indexes[0]
         where = split.record_path.format(index=index)
@@ -201,17 +291,24 @@ async def _infers(ctx: AppContext, project_id: str) -> bool:
 
 async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
                         principal: Principal, split: Split, idem_key: str | None,
-                        digest: str) -> Response:
+                        digest: str, dry_run: bool) -> Response:
     """The core for a request whose records go to several datasets: every part resolved
-    and validated, errors named by the record's place in the request, then one admission
-    for all parts."""
+    and validated (under its dataset's ``on_invalid`` policy), errors named by the record's
+    place in the request, then one admission for all parts."""
     metrics = request.app.state.metrics
     project = principal.project_id
     errors: list[dict[str, Any]] = []
     error_count = 0
-    checked: list[tuple[Part, ResolvedDataset, BatchResult]] = []
+    invalid = 0
+    checked: list[CheckedPart] = []
     for part in split.parts:
-        resolved = await _part_dataset(ctx, project, part, split)
+        resolved = await _part_dataset(ctx, project, part, split, dry_run)
+        if resolved is not None and split.events is not None and resolved.envelope != "none":
+            raise ApiError(
+                409, f"Dataset {part.dataset_id} is not envelope-free (its definition's "
+                f"envelope is \"{resolved.envelope}\"), so its events' payloads cannot be "
+                "checked against it", "dataset_not_envelope_free",
+                field=split.name_path.format(index=part.indexes[0]))
         if resolved is None:
             message = f"Dataset schema not found: {clip(part.dataset_id, 80)}"
             for index in part.indexes:
@@ -219,19 +316,40 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
                                "field": split.name_path.format(index=index),
                                "message": message})
             error_count += len(part.indexes)
+            invalid += len(part.indexes)
             continue
-        result = await _validate(ctx, resolved, b"[" + b",".join(part.records) + b"]", True)
+        body = b"[" + b",".join(part.records) + b"]"
+        result = await _validate(ctx, resolved, body, True, all_errors=dry_run)
         if resolved.provisional and result.ok:  # pragma: no cover - inference guarantees it
             raise ApiError(500, "Internal server error", "internal_error")
-        for code, n in result.error_codes.items():
-            metrics.child(metrics.records_rejected, project, part.dataset_id, code).inc(n)
-        for err in result.errors:
+        if result.ok:
+            checked.append(CheckedPart(part, resolved, result.payload, result.count))
+            continue
+        if not dry_run:
+            for code, n in result.error_codes.items():
+                metrics.child(metrics.records_rejected, project, part.dataset_id, code).inc(n)
+        if not resolved.provisional and await quarantines(ctx, project, part.dataset_id):
+            if not result.complete:
+                result = await _validate(ctx, resolved, body, True, all_errors=True)
+            separated = separate(result, indexes=part.indexes, record_path=split.record_path)
+            checked.append(CheckedPart(
+                Part(part.dataset_id, [], [part.indexes[k] for k in separated.kept]),
+                resolved, separated.payload, separated.count, separated.quarantined))
+            continue
+        invalid += result.failed_records
+        listed = ([RecordError(f.index, e.code, e.field, e.message)
+                   for f in result.failures() for e in f.errors] if result.complete
+                  else result.errors)
+        for err in listed:
             where = split.record_path.format(index=part.indexes[err.index])
             errors.append({"index": part.indexes[err.index], "code": err.code,
                            "field": f"{where}.{err.field}" if err.field else where,
                            "message": err.message})
         error_count += result.error_count
-        checked.append((part, resolved, result))
+    if dry_run:
+        return await dry_run_answer(ctx, principal, _split_verdict(
+            split, checked, errors, error_count, invalid), {"X-Request-Id":
+                                                            request.state.request_id})
     if errors:
         errors.sort(key=lambda item: int(item["index"]))
         shown = errors[:answers.MAX_ERRORS_PER_RESPONSE]
@@ -240,36 +358,94 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
                        errors=shown, extra={"error_count": error_count,
                                             "errors_omitted": error_count - len(shown)})
     received_at = utc_z(ctx.clock())
+    quarantined = _gathered(checked)
+    if split.events is not None:
+        return await _submit_events(request, ctx, route, principal, split.events, checked,
+                                    received_at, idem_key, digest, quarantined)
     entries: list[tuple[QueueEntry, int]] = []
-    for part, resolved, result in checked:
-        payload = result.payload
-        if resolved.envelope == "event":
+    for item in checked:
+        payload = item.payload
+        if item.resolved.envelope == "event" and item.count:
             payload, _ = complete_events(payload, received_at, None)
         entries.append((QueueEntry(
             records=payload, trace_id=request.state.request_id,
-            dataset_version=resolved.version, received_at=received_at, project_id=project,
-            dataset_id=part.dataset_id, user_id=principal.user_id,
+            dataset_version=item.resolved.version, received_at=received_at,
+            project_id=project, dataset_id=item.part.dataset_id, user_id=principal.user_id,
             event_type=split.event_type,
-        ), result.count))
-    return await _admit(request, ctx, route, principal, entries, [], idem_key, digest)
+            quarantine=None if item.quarantined is None
+            else quarantine_field(item.quarantined.items),
+        ), item.count))
+    return await _admit(request, ctx, route, principal, entries, [], idem_key, digest,
+                        quarantined)
+
+
+def _gathered(checked: list[CheckedPart]) -> Quarantined | None:
+    """Every part's quarantined records together (None when no part quarantined any)."""
+    parts = [item.quarantined for item in checked if item.quarantined is not None]
+    if not parts:
+        return None
+    every = Quarantined()
+    for part in parts:
+        every.add(part)
+    return every
+
+
+def _split_verdict(split: Split, checked: list[CheckedPart], errors: list[dict[str, Any]],
+                   error_count: int, invalid: int) -> Verdict:
+    """A dry run's verdict on a request whose records go to several datasets."""
+    verdict = Verdict(records=split.count, invalid=invalid, rejected=bool(errors))
+    verdict.add_errors(errors)
+    verdict.error_count = error_count
+    quarantined = _gathered(checked)
+    if quarantined is not None:
+        verdict.invalid += quarantined.count
+        verdict.quarantined = quarantined.count
+        verdict.add_errors(quarantined.errors)
+    verdict.admitted = sum(item.count for item in checked)
+    return verdict
+
+
+async def _submit_events(request: Request, ctx: AppContext, route: IngestRoute,
+                         principal: Principal, metas: list[EventMeta],
+                         checked: list[CheckedPart], received_at: str, idem_key: str | None,
+                         digest: str, quarantined: Quarantined | None) -> Response:
+    """Admit a request's events, each client id at most once per project
+    (:mod:`strictgate.ingest.events`), and answer in the route's dialect."""
+    ids = assign_ids(metas, event_ids(len(metas), principal.user_id, principal.project_id,
+                                      idem_key))
+    started = time.perf_counter()
+    admission = await admit_events(ctx, principal, checked, metas, ids,
+                                   trace_id=request.state.request_id, received_at=received_at,
+                                   idem_key=idem_key, digest=digest)
+    request.app.state.metrics.admission_seconds.observe(time.perf_counter() - started)
+    return _answer(request, route, principal, admission.outcome, admission.entries,
+                   admission.ids, admission.duplicates, quarantined)
 
 
 async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principal: Principal,
                  entries: list[tuple[QueueEntry, int]], ids: list[str], idem_key: str | None,
-                 digest: str) -> Response:
+                 digest: str, quarantined: Quarantined | None = None) -> Response:
     """Admit ``entries`` (each with its record count) in one Redis script, all or none,
     and answer in the route's dialect."""
-    metrics = request.app.state.metrics
-    total = sum(count for _, count in entries)
     started = time.perf_counter()
     if len(entries) == 1:
-        outcome = await ctx.quota.admit(entries[0][0], count=total, idempotency_key=idem_key,
-                                        request_digest=digest)
+        outcome = await ctx.quota.admit(entries[0][0], count=entries[0][1],
+                                        idempotency_key=idem_key, request_digest=digest)
     else:
         outcome = await ctx.quota.admit_many(
             [entry for entry, _ in entries], counts=[n for _, n in entries],
             idempotency_key=idem_key, request_digest=digest)
-    metrics.admission_seconds.observe(time.perf_counter() - started)
+    request.app.state.metrics.admission_seconds.observe(time.perf_counter() - started)
+    return _answer(request, route, principal, outcome, entries, ids, 0, quarantined)
+
+
+def _answer(request: Request, route: IngestRoute, principal: Principal,
+            outcome: AdmissionResult, entries: list[tuple[QueueEntry, int]], ids: list[str],
+            duplicates: int, quarantined: Quarantined | None = None) -> Response:
+    """The dialect's answer to an admission's outcome (an :class:`ApiError` for a
+    refusal)."""
+    metrics = request.app.state.metrics
+    total = sum(count for _, count in entries)
     request.state.records = total
     headers = {"X-Request-Id": request.state.request_id}
     project = principal.project_id
@@ -278,13 +454,17 @@ async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principa
         count = outcome.count if isinstance(outcome, Duplicate) else total
         if replayed:
             headers["Idempotent-Replayed"] = "true"
+            # the first answer again: what it did not admit or quarantine was a duplicate
+            held = quarantined.count if quarantined is not None else 0
+            duplicates = max(0, len(ids) - count - held)
         else:
             for entry, n in entries:
                 metrics.child(metrics.records_accepted, project, entry.dataset_id).inc(n)
         headers.update(answers.quota_headers(outcome.limit, outcome.remaining, outcome.resets_at))
         return route.dialect.accepted(route, Outcome(
             count=count, ids=ids, replayed=replayed, limit=outcome.limit,
-            remaining=outcome.remaining, resets_at=outcome.resets_at,
+            remaining=outcome.remaining, resets_at=outcome.resets_at, duplicates=duplicates,
+            quarantined=quarantined,
         ), headers)
     if isinstance(outcome, QuotaExceeded):
         for entry, _ in entries:
@@ -297,4 +477,6 @@ async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principa
         raise answers.IDEMPOTENCY_CONFLICT
     if isinstance(outcome, QueueFull):
         raise answers.queue_full(math.ceil(outcome.retry_after_s))
+    if isinstance(outcome, EventsSeen):  # pragma: no cover - strictgate.ingest.events retries
+        raise ingest_unavailable(1)
     raise ingest_unavailable(math.ceil(outcome.retry_after_s))

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -44,6 +46,7 @@ from strictgate.ingest.core import resolve_dataset
 from strictgate.ingest.selectors import INVALID_DATASET_ID
 from strictgate.lake.reader import (
     DatasetNotFound,
+    EventPage,
     LakeReader,
     LakeUnavailable,
     Page,
@@ -89,6 +92,22 @@ class RecordsReader:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, read)
 
+    async def events(self, project: str, event_types: list[str] | None, *, limit: int,
+                     cursor: str | None, since: datetime | None, until: datetime | None
+                     ) -> EventPage:
+        """One page of a project's events (see :meth:`LakeReader.events`), read off the
+        event loop on the same thread as the records."""
+
+        def read() -> EventPage:
+            try:
+                return self.reader.events(project, event_types, since=since, until=until,
+                                          limit=limit, cursor=cursor)
+            except DatasetNotFound:
+                # no lake yet (the reader checks a cursor first: a bad one is still a 400)
+                return EventPage([], None)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read)
+
     def close(self) -> None:
         """Stop the thread and close the connection."""
         self._executor.shutdown(wait=True)
@@ -100,17 +119,57 @@ def bad_parameter(param: str, message: str) -> ApiError:
     return ApiError(400, message, f"invalid_{param}", field=param)
 
 
-def _query(request: Request) -> dict[str, str]:
-    """The query parameters, each at most once and each one we know."""
+def query_params(request: Request, known: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, each at most once and each one of ``known``."""
     given: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
-        if name not in PARAMETERS:
+        if name not in known:
             raise ApiError(400, f"Unknown query parameter: {clip(name, 64)}",
                            "unknown_parameter", field=clip(name, 64))
         if name in given:
             raise bad_parameter(name, f"{name} is given more than once")
         given[name] = value
     return given
+
+
+@dataclass(frozen=True)
+class ReadWindow:
+    """The paging parameters every read takes: ``limit``, ``cursor``, ``from``, ``to``."""
+
+    limit: int
+    cursor: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+def read_window(query: Mapping[str, str]) -> ReadWindow:
+    """The paging parameters of ``query``, checked (a 400 naming the bad one)."""
+    try:
+        limit = parse_limit(query.get("limit"))
+        since = parse_bound("from", query.get("from"), end=False)
+        until = parse_bound("to", query.get("to"), end=True)
+    except ReadError as exc:
+        raise bad_parameter(exc.param, str(exc)) from None
+    if since is not None and until is not None and until <= since:
+        raise bad_parameter("to", "to must be later than from")
+    cursor = query.get("cursor")
+    if cursor == "":
+        raise bad_parameter("cursor", "cursor is not one this server issued")
+    return ReadWindow(limit, cursor, since, until)
+
+
+LAKE_UNAVAILABLE = ApiError(503, "The lake cannot be read right now", "lake_unavailable",
+                            headers={"Retry-After": "5"})
+
+
+def records_reader(request: Request) -> RecordsReader:
+    """The process's lake reader; a 501 when the sink is not the lake."""
+    records: RecordsReader | None = getattr(request.app.state, "records_reader", None)
+    if records is None:
+        # STRICTGATE_SINK=jsonl: records are written to files, not to a queryable lake
+        raise ApiError(501, "Reading records needs the lake sink (STRICTGATE_SINK=lake)",
+                       "read_unavailable")
+    return records
 
 
 def wants_ndjson(request: Request) -> bool:
@@ -126,34 +185,23 @@ async def read_records(request: Request) -> Response:
     dataset_id: str = request.path_params["dataset_id"]
     if not ID_PATTERN.match(dataset_id):
         raise INVALID_DATASET_ID
-    query = _query(request)
+    query = query_params(request, PARAMETERS)
+    window = read_window(query)
     try:
-        limit = parse_limit(query.get("limit"))
-        since = parse_bound("from", query.get("from"), end=False)
-        until = parse_bound("to", query.get("to"), end=True)
         version = parse_version(query.get("version"))
     except ReadError as exc:
         raise bad_parameter(exc.param, str(exc)) from None
-    if since is not None and until is not None and until <= since:
-        raise bad_parameter("to", "to must be later than from")
-    cursor = query.get("cursor")
-    if cursor == "":
-        raise bad_parameter("cursor", "cursor is not one this server issued")
     # the ingest routes' own lookup: registry cache first, the same 404 (and 503)
     await resolve_dataset(ctx, principal.project_id, dataset_id)
-    records: RecordsReader | None = getattr(request.app.state, "records_reader", None)
-    if records is None:
-        # STRICTGATE_SINK=jsonl: records are written to files, not to a queryable lake
-        raise ApiError(501, "Reading records needs the lake sink (STRICTGATE_SINK=lake)",
-                       "read_unavailable")
+    records = records_reader(request)
     try:
-        page = await records.page(principal.project_id, dataset_id, limit=limit,
-                                  cursor=cursor, since=since, until=until, version=version)
+        page = await records.page(principal.project_id, dataset_id, limit=window.limit,
+                                  cursor=window.cursor, since=window.since,
+                                  until=window.until, version=version)
     except ReadError as exc:
         raise bad_parameter(exc.param, str(exc)) from None
     except LakeUnavailable:
-        raise ApiError(503, "The lake cannot be read right now", "lake_unavailable",
-                       headers={"Retry-After": "5"}) from None
+        raise LAKE_UNAVAILABLE from None
     if wants_ndjson(request):
         body = b"".join(orjson.dumps(r) + b"\n" for r in page.records)
         headers = {NEXT_CURSOR_HEADER: page.next_cursor} if page.next_cursor else {}

@@ -21,8 +21,9 @@ What DuckLake 1.5.5 does here (verified with small scripts against real files, o
 - The catalog stores its DATA_PATH: attaching with another one fails ("DATA_PATH parameter
   ... does not match existing data path in the catalog"; ``OVERRIDE_DATA_PATH`` would
   force it), so a moved data directory is an explicit error, never a silent empty lake.
-- With a DuckDB-file catalog (verified; a PostgreSQL catalog goes through the same DuckLake
-  commit check, not run here: no server) DuckLake detects conflicts itself, per *table*:
+- With a DuckDB-file or a PostgreSQL catalog (both verified, the latter against the
+  machine's PostgreSQL 15 in ``tests/test_lake_scaleout.py``) DuckLake detects conflicts
+  itself, per *table*:
   concurrent appends to one table both commit, while two transactions that UPDATE/DELETE
   rows of the same table (any rows) conflict: "Transaction conflict - ... another
   transaction has deleted from it". The writer's fence row relies on this.
@@ -46,21 +47,35 @@ What DuckLake 1.5.5 does here (verified with small scripts against real files, o
   files must then be listed in ``allowed_directories`` (without it a scan fails with
   "file system operations are disabled", while count(*) still answers from the catalog):
   that is the operators' SQL connection.
+- An ``s3://`` data path (tested against a real SeaweedFS, ``tests/test_lake_scaleout.py``):
+  the credentials are a ``TEMPORARY`` secret of type s3 (in this connection's memory, never
+  on disk) created with bound parameters, so no SQL text, and so no error quoting one, holds
+  them; DuckDB lists it with ``secret=redacted``. ``SCOPE`` is the data path: the
+  credentials go to no other URL. DuckLake adds the ``/`` after a data path without one
+  (``s3://b/p`` and ``s3://b/p/`` attach the same catalog). ``allowed_directories`` matches
+  ``s3://`` prefixes too. DuckDB's HTTP errors quote the URL and S3's error code
+  (``SignatureDoesNotMatch``, ``NoSuchBucket``), never the credentials.
+- A catalog whose files are elsewhere fails only at the first read or write of a file, so a
+  writer lists one tiny prefix of the data path when it connects: wrong credentials, a
+  missing bucket or an unreachable store are one clear :class:`LakeError` at start.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+
+from strictgate.redact import redacted
 
 DUCKDB_VERSION = "v1.5.5"
 ALIAS = "lake"
@@ -86,18 +101,52 @@ class LakeError(Exception):
     """The lake could not be opened or written (configuration, extension, catalog)."""
 
 
+S3_SCHEMES = ("s3://", "s3a://")
+"""Data paths reached with :class:`S3Options` (a DuckDB secret of type s3)."""
+SECRET_NAME = "strictgate_lake"
+# a prefix no file of the lake has: listing it costs one small request whatever the lake holds
+_PROBE = ".strictgate-access-check-"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How DuckDB reaches an ``s3://`` data path: the parameters of its s3 secret; None
+    leaves DuckDB's default (AWS's endpoint and region us-east-1, TLS, virtual-host URLs,
+    unsigned requests without a key). The secret parts are left out of ``repr``."""
+
+    key_id: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint: str | None = None
+    """``host[:port]`` of an S3-compatible store."""
+    use_ssl: bool = True
+    url_style: str | None = None
+    """``path`` or ``vhost``."""
+
+    def scrubbed(self, text: str) -> str:
+        """``text`` with the secret and the session token replaced by ``***``."""
+        for hidden in (self.secret, self.session_token):
+            if hidden:
+                text = text.replace(hidden, "***")
+        return text
+
+
 @dataclass(frozen=True)
 class LakeConfig:
     """Where the lake lives.
 
     ``catalog`` is what follows ``ducklake:`` in the ATTACH string: ``sqlite:<file>``,
     ``postgres:<libpq connection string>`` or a DuckDB file path; ``data_path`` a directory
-    or an ``s3://bucket/prefix/`` URL (credentials from the usual ``AWS_*`` variables).
+    or an ``s3://bucket/prefix/`` URL, reached with ``s3`` (None: from the environment as
+    :func:`strictgate.lake.config.s3_from_environ` reads it, which is how a compaction child
+    that was handed only the catalog and the data path gets its parent's credentials).
     """
 
     catalog: str
     data_path: str
     threads: int = 1
+    s3: S3Options | None = None
 
     @classmethod
     def local(cls, data_dir: Path | str) -> LakeConfig:
@@ -121,6 +170,11 @@ class LakeConfig:
         """Whether data files live in object storage (needs httpfs)."""
         return self.data_path.startswith(("s3://", "s3a://", "gs://", "gcs://", "r2://",
                                           "http://", "https://"))
+
+    @property
+    def is_s3_data(self) -> bool:
+        """Whether data files live in S3 or an S3-compatible store."""
+        return self.data_path.startswith(S3_SCHEMES)
 
 
 def extension_path(name: str) -> Path:
@@ -212,6 +266,11 @@ def connect(config: LakeConfig, *, read_only: bool = False) -> duckdb.DuckDBPyCo
         con.execute("SET enable_progress_bar = false")
         for name in needed_extensions(config):
             con.execute(f"LOAD {_quote_literal(str(extension_path(name)))}")
+        if config.is_s3_data:
+            s3 = s3_options(config)
+            create_s3_secret(con, s3, config.data_path)
+            if not read_only:  # a reader's key may be allowed to read and not to list
+                check_s3_access(con, s3, config.data_path)
         options = [f"DATA_PATH {_quote_literal(config.data_path)}"]
         if read_only:
             options.append("READ_ONLY")
@@ -230,6 +289,55 @@ def connect(config: LakeConfig, *, read_only: bool = False) -> duckdb.DuckDBPyCo
         con.close()
         raise
     return con
+
+
+def s3_options(config: LakeConfig) -> S3Options:
+    """``config.s3``, else the options the environment gives."""
+    if config.s3 is not None:
+        return config.s3
+    # imported here: that module imports this one
+    from strictgate.lake.config import s3_from_environ
+
+    return s3_from_environ(os.environ, config.data_path)
+
+
+def create_s3_secret(con: duckdb.DuckDBPyConnection, s3: S3Options, data_path: str) -> None:
+    """Give ``con`` the credentials of ``s3`` for URLs under ``data_path`` (a temporary
+    secret: this connection's memory only)."""
+    params: list[tuple[str, object]] = [
+        (name, value) for name, value in (
+            ("KEY_ID", s3.key_id), ("SECRET", s3.secret), ("SESSION_TOKEN", s3.session_token),
+            ("REGION", s3.region), ("ENDPOINT", s3.endpoint), ("URL_STYLE", s3.url_style))
+        if value is not None]
+    params += [("USE_SSL", s3.use_ssl), ("SCOPE", data_path)]
+    sql = (f"CREATE OR REPLACE TEMPORARY SECRET {SECRET_NAME} (TYPE s3, "
+           + ", ".join(f"{name} ?" for name, _ in params) + ")")
+    try:
+        con.execute(sql, [value for _, value in params])
+    except duckdb.Error as exc:
+        raise LakeError("cannot set up the S3 credentials: "
+                        + s3.scrubbed(redacted(str(exc)))) from None
+
+
+def check_s3_access(con: duckdb.DuckDBPyConnection, s3: S3Options, data_path: str) -> None:
+    """List a prefix of ``data_path`` that holds nothing: raises :class:`LakeError` naming
+    the store's answer when the credentials, the bucket or the endpoint are wrong."""
+    try:
+        con.execute("SELECT count(*) FROM glob(?)", [data_path + _PROBE + "*"]).fetchall()
+    except duckdb.Error as exc:
+        raise LakeError(s3_access_error(exc, s3, data_path)) from None
+
+
+def s3_access_error(exc: BaseException, s3: S3Options, data_path: str) -> str:
+    """One line on why the store refused: its HTTP status and S3 error code (the first two
+    paragraphs of DuckDB's message; the rest is advice repeated), and what to check. No
+    credential is quoted."""
+    reason = " ".join(str(exc).split("\nLINE ", 1)[0].split("\n\n")[:2])
+    store = s3.endpoint or "AWS"
+    return s3.scrubbed(redacted(
+        f"cannot use the lake's data path {data_path} on the S3 store {store}: {reason}"
+        " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, STRICTGATE_S3_ENDPOINT"
+        " and that the bucket exists)"))[:600]
 
 
 def _no_inlining(con: duckdb.DuckDBPyConnection) -> None:

@@ -44,6 +44,12 @@ a pass left 25-40 MB behind in the worker (the soak's RSS growth, ``bench/lake_m
 Successful passes leak nothing, but a merge can allocate a lot for a while. In a child, all
 of it ends with the pass. The child imports nothing of the validator (hence :data:`META`
 here), so it starts in about 0.35 s and 50 MB.
+
+Quarantine retention (:func:`purge_quarantine`): quarantined records received longer ago
+than their dataset's ``quarantine_retention_days`` are deleted. The retention is a dataset
+setting kept in Redis, so the caller reads it (the lake worker every
+``QUARANTINE_PURGE_EVERY_S``, :mod:`strictgate.worker.lake_sink`; ``strictgate quarantine
+purge``) for the datasets :func:`quarantined_datasets` lists, and hands it here.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,13 +71,20 @@ from typing import Any
 import duckdb
 import orjson
 
-from strictgate.lake.engine import ALIAS, LakeConfig, connect, retry
+from strictgate.lake.engine import ALIAS, LakeConfig, S3Options, connect, retry
 from strictgate.redact import redacted
 
 META = "__strictgate"
 """The schema of the ledger: :data:`strictgate.lake.tables.META` (a test holds them equal),
 not imported from there because that module loads the validator, which a compaction child
 does not need (1.4 s and 180 MB to start instead of 0.35 s and 50 MB)."""
+
+
+QUARANTINE = f"{ALIAS}.{META}.quarantine"
+"""The quarantine table: :data:`strictgate.lake.tables.QUARANTINE_TABLE` (a test holds
+them equal)."""
+_JSON_CUTOFFS = ("from_json(?, '[{\"p\": \"VARCHAR\", \"d\": \"VARCHAR\","
+                 " \"c\": \"VARCHAR\"}]')")
 
 
 @dataclass
@@ -152,10 +166,43 @@ def compact(con: duckdb.DuckDBPyConnection, *, keep_snapshots: timedelta = timed
 
 def _has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the lake has its ledger yet (a lake no writer committed to has none)."""
+    return _has_meta_table(con, "ledger")
+
+
+def _has_meta_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the bookkeeping schema holds table ``name`` (a writer creates them)."""
     found = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?"
-        " AND table_name = 'ledger'", [ALIAS, META]).fetchone()
+        " AND table_name = ?", [ALIAS, META, name]).fetchone()
     return bool(found and found[0])
+
+
+def quarantined_datasets(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """The (project, dataset) pairs with quarantined records, sorted (none before a writer
+    of this release created the quarantine table)."""
+    if not _has_meta_table(con, "quarantine"):
+        return []
+    rows = retry(lambda: con.execute(
+        f"SELECT DISTINCT project, dataset FROM {QUARANTINE} ORDER BY ALL").fetchall())
+    return [(str(p), str(d)) for p, d in rows]
+
+
+def purge_quarantine(con: duckdb.DuckDBPyConnection,
+                     retention_days: Mapping[tuple[str, str], int], *,
+                     now: datetime | None = None) -> int:
+    """Delete the quarantined records of each dataset of ``retention_days`` ((project,
+    dataset) -> days) received more than that many days before ``now``, in one statement
+    (one commit); returns how many were deleted. Datasets not named are left alone."""
+    if not retention_days or not _has_meta_table(con, "quarantine"):
+        return 0
+    moment = now or datetime.now(UTC)
+    cutoffs = [{"p": p, "d": d, "c": (moment - timedelta(days=days)).isoformat()}
+               for (p, d), days in retention_days.items()]
+    rows = retry(lambda: con.execute(
+        f"DELETE FROM {QUARANTINE} WHERE EXISTS (SELECT 1 FROM (SELECT unnest({_JSON_CUTOFFS})"
+        " AS r) WHERE r.p = project AND r.d = dataset AND received_at < r.c::TIMESTAMPTZ)",
+        [orjson.dumps(cutoffs).decode()]).fetchall())
+    return int(rows[0][0]) if rows else 0
 
 
 def compact_lake(config: LakeConfig, *, keep_snapshots: timedelta = timedelta(days=7),
@@ -186,11 +233,13 @@ def compact_in_child(config: LakeConfig, *, keep_snapshots: timedelta = timedelt
                      timeout_s: float = 600.0) -> CompactionReport:
     """:func:`compact_lake` in a new process (``python -m strictgate.lake.maintenance``), so
     whatever DuckDB keeps of the pass ends with it (see the module docstring). The lake is
-    given on stdin (a catalog string may hold a password: not in argv or the environment).
+    given on stdin (a catalog string may hold a password, the S3 options a secret: not in
+    argv or the environment).
     A pass still running after ``timeout_s`` is killed; the child also dies with the thread
     that started it (Linux). Raises :class:`CompactionFailed`."""
     request = orjson.dumps({
         "catalog": config.catalog, "data_path": config.data_path, "threads": config.threads,
+        "s3": dataclasses.asdict(config.s3) if config.s3 else None,
         "keep_snapshots_s": keep_snapshots.total_seconds(), "parent": os.getpid()})
     # the package's root first: the child imports this module by name whatever its cwd
     root = str(Path(__file__).resolve().parents[2])
@@ -239,8 +288,10 @@ def main() -> int:
     (``{"report": ...}`` or ``{"error": <type>, "message": <redacted>}``)."""
     request = orjson.loads(sys.stdin.buffer.read())
     _die_with_parent(int(request["parent"]))
+    s3 = request.get("s3")
     config = LakeConfig(catalog=request["catalog"], data_path=request["data_path"],
-                        threads=int(request["threads"]))
+                        threads=int(request["threads"]),
+                        s3=S3Options(**s3) if s3 else None)
     try:
         report = compact_lake(
             config, keep_snapshots=timedelta(seconds=float(request["keep_snapshots_s"])))

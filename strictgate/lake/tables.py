@@ -5,8 +5,13 @@ Columns. ``string`` VARCHAR, ``number`` DOUBLE, ``integer`` BIGINT, ``boolean`` 
 ``timestamp`` TIMESTAMPTZ; every other field (objects, arrays, unions of types, enum/const
 without one type) and ``context`` are JSON. System columns come first: ``__receivedAt``
 (TIMESTAMPTZ), ``__entryId`` (the queue entry), ``__seq`` (the record's place in its entry),
-``__traceId``, ``__datasetVersion``, ``__absent`` (see below) and ``__eventType`` (the job
-name of an OrcaSheets request, NULL for records that came without one). A table created
+``__traceId``, ``__datasetVersion``, ``__absent`` (see below), ``__eventType`` (the job
+name of an OrcaSheets request, NULL for records that came without one) and the event of a
+record of an API with per-event ids (OneSight; NULL for every other record):
+``__eventId`` and ``__source`` (VARCHAR) and ``__eventTime`` (TIMESTAMPTZ, read from the
+event's RFC 3339 time by the same rules as timestamp fields, below), and ``__replayedAt``
+(TIMESTAMPTZ: when a record replayed from the quarantine was re-admitted, NULL for every
+other record). A table created
 before a system column existed gets it added in place (NULL in its older rows) by the first
 writer that meets it (:func:`ensure_layout`). Then the envelope's
 columns (see :mod:`validator.definition`): ``timestamp`` and ``context`` for ``loguro``,
@@ -44,6 +49,17 @@ nullable column added in place (``ALTER TABLE ADD COLUMN``), named after the fie
 does). Old rows keep their old column, so rows of every version stay readable, each through
 its own version's map; a removed field leaves its column (NULL in newer rows).
 
+Quarantine: one table for every dataset's invalid records, ``lake.__strictgate.quarantine``
+(:data:`QUARANTINE_COLUMNS`, created with the bookkeeping tables), keyed by ``(project,
+dataset, entry_id, seq)``: ``seq`` is the record's place in its queue entry's
+``quarantine`` array, ``request_index`` its place in the request, ``record`` its JSON text
+as sent, ``errors`` its errors (a JSON array of ``{code, field, message}``),
+``error_codes`` their distinct codes, sorted; ``dataset_version``, ``trace_id``,
+``received_at``, ``user_id``, ``event_type`` come from the entry, ``event`` from the item
+(NULL when it has none), ``checked_at`` is when the record last failed (its receipt, at
+first). The writer fills it from the same stage lines' reader as the records
+(:func:`quarantine_insert_sql`).
+
 Partitioning: by ``year/month/day(__receivedAt)`` (UTC). A worker batch is received within
 moments, so a commit lands in one partition (partitioning by the record's own
 ``timestamp`` would scatter a backfill over many tiny files), and the read API's ``from``/
@@ -78,8 +94,20 @@ TRANSFORM_TYPES = {**SQL_TYPES, "timestamp": "VARCHAR"}
 SYSTEM_COLUMNS = (("__receivedAt", "TIMESTAMPTZ"), ("__entryId", "VARCHAR"),
                   ("__seq", "INTEGER"), ("__traceId", "VARCHAR"),
                   ("__datasetVersion", "INTEGER"), ("__absent", "VARCHAR[]"),
-                  ("__eventType", "VARCHAR"))
+                  ("__eventType", "VARCHAR"), ("__eventId", "VARCHAR"),
+                  ("__source", "VARCHAR"), ("__eventTime", "TIMESTAMPTZ"),
+                  ("__replayedAt", "TIMESTAMPTZ"))
 """Every table's system columns, in table order; later releases only append (nullable)."""
+
+QUARANTINE_TABLE = f"{ALIAS}.{META}.quarantine"
+"""The quarantine of every dataset (see the module docstring)."""
+QUARANTINE_COLUMNS = (
+    ("project", "VARCHAR"), ("dataset", "VARCHAR"), ("entry_id", "VARCHAR"),
+    ("seq", "INTEGER"), ("request_index", "INTEGER"), ("record", "VARCHAR"),
+    ("errors", "JSON"), ("error_codes", "VARCHAR[]"), ("dataset_version", "INTEGER"),
+    ("trace_id", "VARCHAR"), ("received_at", "TIMESTAMPTZ"), ("user_id", "VARCHAR"),
+    ("event_type", "VARCHAR"), ("event", "JSON"), ("checked_at", "TIMESTAMPTZ"))
+"""The quarantine table's columns, in table order."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +178,8 @@ def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {ALIAS}.{META}.ledger (project VARCHAR,"
             " dataset VARCHAR, entry_id VARCHAR, records BIGINT, committed_at TIMESTAMPTZ)")
+        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in QUARANTINE_COLUMNS)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} ({columns})")
     retry(attempt)
 
 
@@ -298,6 +328,9 @@ def record_struct(layout: Layout) -> str | None:
     return f"STRUCT({members})"
 
 
+EVENTS_TYPE = 'STRUCT(id VARCHAR, source VARCHAR, "time" VARCHAR)[]'
+"""How a stage line's ``k`` (the entry's ``events``) is read."""
+
 JSON_OBJECT_SIZE_FLOOR = 1 << 20
 """Smallest ``maximum_object_size`` handed to DuckDB's JSON reader (its own default is 16 MB:
 most stage lines are far smaller, and a small floor keeps small commits cheap)."""
@@ -313,8 +346,11 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
     """INSERT of every record staged in ``stage_paths`` into the layout's table.
 
     Each stage file holds one line per queue entry: ``{"e": entry id, "t": trace id,
-    "v": version, "a": received_at, "y": event type, "r": [records...]}`` (``y`` only when
-    the entry has one, else the column is NULL; ``r`` is the queued JSON array as is).
+    "v": version, "a": received_at, "y": event type, "k": events, "x": replayed_at,
+    "r": [records...]}`` (``y``, ``k`` and ``x`` only when the entry has them, else their
+    columns are NULL; ``k`` is the
+    entry's ``events`` array as is, read as a list of STRUCTs, the record at place ``i``
+    taking item ``i``; ``r`` is the queued JSON array as is).
     DuckDB's JSON reader does all per-record work: no Python loop per record; it reads
     several files in parallel (one per DuckDB thread).
 
@@ -337,7 +373,9 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
         absent = f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
     else:
         absent = "NULL::VARCHAR[]"
-    values = ["a::TIMESTAMPTZ", "e", "i::INTEGER", "t", "v", absent, "y"]
+    values = ["a::TIMESTAMPTZ", "e", "i::INTEGER", "t", "v", absent, "y",
+              "k[i + 1].id", "k[i + 1].source", _timestamp_expr("k[i + 1].time"),
+              "x::TIMESTAMPTZ"]
     for i, fc in enumerate(layout.fields, start=1):
         value = f"struct_extract_at(s, {i})"
         names.append(fc.column)
@@ -350,14 +388,44 @@ def insert_sql(layout: Layout, stage_paths: Sequence[str], max_line_bytes: int) 
     files = "[" + ", ".join(_literal(p) for p in stage_paths) + "]"
     record_type = f"{struct}[]" if struct else "JSON[]"
     source = (
-        f"SELECT a, e, t, v, y, unnest(r) AS {'s' if struct else 'j'},"
+        f"SELECT a, e, t, v, y, k, x, unnest(r) AS {'s' if struct else 'j'},"
         f" generate_subscripts(r, 1) - 1 AS i FROM read_json({files},"
         f" format = 'newline_delimited', maximum_object_size = {json_object_size(max_line_bytes)},"
         " columns = {'e': 'VARCHAR', 't': 'VARCHAR', 'v': 'INTEGER', 'a': 'VARCHAR',"
-        f" 'y': 'VARCHAR', 'r': {_literal(record_type)}}})")
+        f" 'y': 'VARCHAR', 'k': {_literal(EVENTS_TYPE)}, 'x': 'VARCHAR',"
+        f" 'r': {_literal(record_type)}}})")
     if not struct:
         spec = orjson.dumps({fc.field: TRANSFORM_TYPES[fc.kind] for fc in layout.fields})
-        source = (f"SELECT a, e, t, v, y, i, j, json_transform(j, {_literal(spec.decode())})"
-                  f" AS s FROM ({source})")
+        source = (f"SELECT a, e, t, v, y, k, x, i, j,"
+                  f" json_transform(j, {_literal(spec.decode())}) AS s FROM ({source})")
     return (f"INSERT INTO {layout.table} ({columns}) SELECT {', '.join(values)}"
+            f" FROM ({source})")
+
+
+QUARANTINE_ITEMS_TYPE = ('STRUCT("index" INTEGER, record VARCHAR, errors JSON,'
+                         ' event JSON)[]')
+"""How a quarantine stage line's ``q`` (the entry's ``quarantine``) is read."""
+
+
+def quarantine_insert_sql(stage_paths: Sequence[str], max_line_bytes: int) -> str:
+    """INSERT into :data:`QUARANTINE_TABLE` of every item staged in ``stage_paths``.
+
+    Each file holds one line per queue entry with quarantined records: ``{"p": project,
+    "d": dataset, "e": entry id, "t": trace id, "v": version, "a": received_at, "u": user
+    id, "y": event type (only when set), "q": [items...]}``, ``q`` the entry's
+    ``quarantine`` array as is. As for the records, DuckDB's JSON reader does the per-item
+    work: the item at place ``seq`` of ``q`` is the row ``(p, d, e, seq)``, its error codes
+    are read from its errors in SQL."""
+    files = "[" + ", ".join(_literal(p) for p in stage_paths) + "]"
+    source = (
+        "SELECT p, d, e, t, v, a::TIMESTAMPTZ AS a, u, y, unnest(q) AS item,"
+        f" generate_subscripts(q, 1) - 1 AS seq FROM read_json({files},"
+        f" format = 'newline_delimited', maximum_object_size = {json_object_size(max_line_bytes)},"
+        " columns = {'p': 'VARCHAR', 'd': 'VARCHAR', 'e': 'VARCHAR', 't': 'VARCHAR',"
+        " 'v': 'INTEGER', 'a': 'VARCHAR', 'u': 'VARCHAR', 'y': 'VARCHAR',"
+        f" 'q': {_literal(QUARANTINE_ITEMS_TYPE)}}})")
+    codes = "list_sort(list_distinct(json_extract_string(item.errors, '$[*].code')))"
+    names = ", ".join(name for name, _ in QUARANTINE_COLUMNS)
+    return (f"INSERT INTO {QUARANTINE_TABLE} ({names}) SELECT p, d, e, seq::INTEGER,"
+            f" item.index, item.record, item.errors, {codes}, v, t, a, u, y, item.event, a"
             f" FROM ({source})")

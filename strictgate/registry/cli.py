@@ -1,5 +1,6 @@
-"""``strictgate datasets check|put|get|list|delete``, ``strictgate keys create|list|revoke`` and
-``strictgate projects get|set`` (project settings).
+"""``strictgate datasets check|put|get|list|delete``, ``strictgate datasets settings get|set``
+(dataset settings), ``strictgate keys create|list|revoke`` and ``strictgate projects get|set``
+(project settings).
 
 They use the same :class:`Registry` and :class:`KeyService` as the service, on ``REDIS_URL`` or
 the embedded server of a running ``make run`` (see :func:`strictgate.cli_redis.cli_redis_url`).
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,7 +23,13 @@ from quota.keys import InvalidIdError, check_id
 from strictgate.cli_redis import fail, run_with_redis
 from strictgate.context import utc_now
 from strictgate.registry.apikeys import KeyService
-from strictgate.registry.settings import CHOICES, InvalidSettingError, ProjectSettingsStore
+from strictgate.registry.settings import (
+    DATASET_SETTINGS,
+    PROJECT_SETTINGS,
+    DatasetSettingsStore,
+    InvalidSettingError,
+    ProjectSettingsStore,
+)
 from strictgate.registry.store import Registry, RegistryConflictError
 from strictgate.secrets import load_or_create_secret
 from strictgate.settings import Settings
@@ -175,28 +182,49 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return _run(body)
 
 
-def _cmd_projects_get(args: argparse.Namespace) -> int:
-    async def body(settings: Settings, client: aioredis.Redis) -> int:
-        _print((await ProjectSettingsStore(client).read(args.project_id)).to_json())
-        return 0
+class _Shown(Protocol):
+    """Project or dataset settings: what the settings commands print."""
 
-    return _run(body)
+    def to_json(self) -> dict[str, Any]: ...
 
 
-def _cmd_projects_set(args: argparse.Namespace) -> int:
-    changes = dict(args.settings)
-
+def _settings_command(action: Callable[[aioredis.Redis], Awaitable[_Shown | None]]) -> int:
+    """Run a settings read or change and print what is in force; None from ``action``
+    means the dataset does not exist."""
     async def body(settings: Settings, client: aioredis.Redis) -> int:
         try:
-            stored = await ProjectSettingsStore(client).set(args.project_id, changes)
+            found = await action(client)
         except InvalidSettingError as exc:
             for _code, _field, message in exc.problems[1:]:
                 print(f"strictgate: {message}", file=sys.stderr)
             return fail(exc.message)
-        _print(stored.to_json())
+        if found is None:
+            return fail("Dataset schema not found")
+        _print(found.to_json())
         return 0
 
     return _run(body)
+
+
+def _cmd_projects_get(args: argparse.Namespace) -> int:
+    return _settings_command(lambda client: ProjectSettingsStore(client).read(args.project_id))
+
+
+def _cmd_projects_set(args: argparse.Namespace) -> int:
+    changes = PROJECT_SETTINGS.from_texts(dict(args.settings))
+    return _settings_command(
+        lambda client: ProjectSettingsStore(client).set(args.project_id, changes))
+
+
+def _cmd_dataset_settings_get(args: argparse.Namespace) -> int:
+    return _settings_command(lambda client: DatasetSettingsStore(client).read(
+        args.project_id, args.dataset_id))
+
+
+def _cmd_dataset_settings_set(args: argparse.Namespace) -> int:
+    changes = DATASET_SETTINGS.from_texts(dict(args.settings))
+    return _settings_command(lambda client: DatasetSettingsStore(client).set(
+        args.project_id, args.dataset_id, changes))
 
 
 def _setting(value: str) -> tuple[str, str]:
@@ -269,6 +297,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     delete.add_argument("project_id", type=_id("project"), help="the project")
     delete.add_argument("dataset_id", type=_id("dataset"), help="the dataset")
     delete.set_defaults(func=_cmd_datasets_delete)
+    _register_dataset_settings(ds, ids)
 
     keys = sub.add_parser(
         "keys", help="project API keys",
@@ -297,8 +326,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.add_argument("key_id", type=_id("key"), help="the key's id (from keys list)")
     revoke.set_defaults(func=_cmd_keys_revoke)
 
-    known = "; ".join(f"{name}: {' or '.join(values)} (default {values[0]})"
-                      for name, values in CHOICES.items())
     projects = sub.add_parser(
         "projects", help="project settings",
         description="Settings of a project. unknown_datasets says what happens to records "
@@ -314,9 +341,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pset = ps.add_parser(
         "set", help="change settings, e.g. unknown_datasets=infer",
         description="Set the named settings of a project (the others keep their values); "
-                    f"in force on every instance within a second. Settings: {known}.",
+                    "in force on every instance within a second. Settings: "
+                    f"{PROJECT_SETTINGS.describe()}.",
     )
     pset.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
     pset.add_argument("settings", nargs="+", type=_setting, metavar="NAME=VALUE",
                       help="e.g. unknown_datasets=infer")
     pset.set_defaults(func=_cmd_projects_set)
+
+
+def _register_dataset_settings(
+    ds: argparse._SubParsersAction[argparse.ArgumentParser], ids: str,
+) -> None:
+    """Add ``datasets settings get|set``."""
+    settings = ds.add_parser(
+        "settings", help="a dataset's settings (what happens to invalid records)",
+        description="Settings of a dataset, kept across its versions. on_invalid says what "
+                    "a batch holding invalid records does: reject (refused whole) or "
+                    "quarantine (the valid records are admitted, the invalid ones kept with "
+                    "their errors); quarantine_retention_days, how long quarantined records "
+                    "are kept.",
+    )
+    ss = settings.add_subparsers(dest="settings_command", required=True, metavar="COMMAND")
+    sget = ss.add_parser("get", help="a dataset's settings (defaults included)",
+                         description="Print a dataset's settings, defaults included.")
+    sget.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
+    sget.add_argument("dataset_id", type=_id("dataset"), help=f"the dataset ({ids})")
+    sget.set_defaults(func=_cmd_dataset_settings_get)
+    sset = ss.add_parser(
+        "set", help="change settings, e.g. on_invalid=quarantine",
+        description="Set the named settings of a dataset (the others keep their values); "
+                    "in force on every instance within a second. Settings: "
+                    f"{DATASET_SETTINGS.describe()}.",
+    )
+    sset.add_argument("project_id", type=_id("project"), help=f"the project ({ids})")
+    sset.add_argument("dataset_id", type=_id("dataset"), help=f"the dataset ({ids})")
+    sset.add_argument("settings", nargs="+", type=_setting, metavar="NAME=VALUE",
+                      help="e.g. on_invalid=quarantine quarantine_retention_days=7")
+    sset.set_defaults(func=_cmd_dataset_settings_set)

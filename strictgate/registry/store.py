@@ -38,7 +38,13 @@ import orjson
 import redis.asyncio as aioredis
 
 import schemas
-from quota.keys import ID_PATTERN, check_id, dataset_versions_key, datasets_index_key
+from quota.keys import (
+    ID_PATTERN,
+    check_id,
+    dataset_settings_key,
+    dataset_versions_key,
+    datasets_index_key,
+)
 from strictgate.registry.evolution import breaking_changes
 from strictgate.registry.generation import GenerationPoll, bump_generation
 from strictgate.registry.inference import (
@@ -326,14 +332,16 @@ class Registry:
         raise RegistryConflictError("too many concurrent updates of this dataset; retry")
 
     async def delete(self, project_id: str, dataset_id: str) -> bool:
-        """Remove the dataset and all its stored versions; False if none was stored (a
+        """Remove the dataset, all its stored versions and its settings (a re-created one
+        starts with the defaults); False if none was stored (a
         built-in dataset cannot be deleted: removing the project's own definition of one
         brings the built-in back).
 
         Only the version counter is kept, so a re-created dataset continues the numbering.
         """
         removed = await self._delete_script(
-            keys=[datasets_index_key(project_id), dataset_versions_key(project_id, dataset_id)],
+            keys=[datasets_index_key(project_id), dataset_versions_key(project_id, dataset_id),
+                  dataset_settings_key(project_id, dataset_id)],
             args=[dataset_id],
         )
         self._cache.pop((project_id, dataset_id), None)
@@ -450,6 +458,32 @@ class Registry:
             if fresh and cached is not None and not co_first and not cached.grows_with(rows):
                 return cached
             return await self._infer(key, rows, root, flat=flat, co_first=co_first)
+
+    async def preview_infer(self, project_id: str, dataset_id: str,
+                            rows: Sequence[Mapping[str, Any]], *, flat: bool
+                            ) -> ResolvedDataset:
+        """What :meth:`infer` would validate ``rows`` against, storing nothing (a dry run):
+        the current definition when the rows need no new one, else the definition they
+        would infer or grow, as the version it would be stored as. Raises
+        :class:`InferenceError` as :meth:`infer` does."""
+        check_id(project_id)
+        if not isinstance(dataset_id, str) or not ID_PATTERN.match(dataset_id):
+            raise InferenceError("invalid_dataset_id", "Invalid dataset ID")
+        current = await self.resolve(project_id, dataset_id)
+        if current is not None and (current.shape is None or not current.grows_with(rows)):
+            return current
+        root = observe(rows, flat=flat)
+        latest = int(await self._redis.hget(datasets_index_key(project_id), dataset_id) or 0)
+        document = _doc(await self._redis.hget(dataset_versions_key(project_id, dataset_id),
+                                               str(latest))) if latest else None
+        candidate = (new_definition(root, flat=flat) if document is None
+                     else extend_definition(document["definition"], root, flat=flat,
+                                            co_first=False))
+        if candidate is None:
+            assert current is not None  # an inferred definition that covers the rows
+            return current
+        return ResolvedDataset(project_id, dataset_id, latest + 1,
+                               _compile_inferred(candidate))
 
     async def _infer(self, key: tuple[str, str], rows: Sequence[Mapping[str, Any]],
                      root: Seen, *, flat: bool, co_first: bool) -> ResolvedDataset:

@@ -19,6 +19,15 @@ tag) with the reason, acknowledged and deleted in one transaction, logged once w
 and counted, so it never stops the worker. Every acknowledging transaction also takes the
 entry's records off the queue's backpressure counter (:func:`quota.keys.queued_records_key`).
 
+Quarantined records (an entry's ``quarantine``, under a dataset's ``on_invalid:
+quarantine`` policy) go to a file of their own beside the records', under
+``<output>/quarantine/<project>/<dataset>/<YYYY-MM-DD>/`` (:func:`quarantine_lines`: one
+line per record, with its errors), staged, marked and published with the batch: an entry's
+mark names every file holding its lines (one per line of the mark), and a redelivered
+entry counts as written once each of them is published. A replayed entry's ``replay_of``
+is ignored here: listing and replaying the quarantine need the lake sink (this sink's
+files are not queried), and its ``replayed_at`` is spliced in as ``__replayedAt``.
+
 This module is the JSON Lines worker; :mod:`strictgate.worker.lake_sink` subclasses it for the lake.
 """
 
@@ -44,7 +53,13 @@ from redis.exceptions import ResponseError
 
 from quota import keys
 from strictgate.errors import clip
-from strictgate.queue_entry import QueueEntry
+from strictgate.queue_entry import (
+    QueuedEvent,
+    QueueEntry,
+    check_event_count,
+    decode_events,
+    decode_quarantine,
+)
 from strictgate.redis_health import health_of, is_connection_problem
 from strictgate.timestamps import parse_utc
 from strictgate.unavailable import REDIS_FAILURES
@@ -89,12 +104,15 @@ def compact_json(payload: bytes) -> bytes:
 
 def output_lines(entry: QueueEntry) -> list[bytes]:
     """The JSON lines of one queue entry: each record plus ``__traceId``,
-    ``__datasetVersion`` and, when the entry has one, ``__eventType``.
+    ``__datasetVersion``, when the entry has one, ``__eventType``, when it was replayed
+    from the quarantine, ``__replayedAt`` and, when it has ``events``, its event's
+    ``__eventId``, ``__source`` (null when none) and ``__eventTime`` (its text as sent).
 
     The queued payload is the client's JSON of each record (a non-empty object) with line
     breaks removed; it is made compact (whitespace outside strings dropped) and the system
     keys are spliced in before each record's closing brace, instead of parsing and
-    re-serializing every record.
+    re-serializing every record. Events that are not one per record raise
+    :class:`~strictgate.queue_entry.MalformedEntryError` (a ValueError: a poison entry).
     """
     suffix = (
         b',"__traceId":' + orjson.dumps(entry.trace_id)
@@ -102,14 +120,64 @@ def output_lines(entry: QueueEntry) -> list[bytes]:
     )
     if entry.event_type is not None:
         suffix += b',"__eventType":' + orjson.dumps(entry.event_type)
+    if entry.replayed_at is not None:
+        suffix += b',"__replayedAt":' + orjson.dumps(entry.replayed_at)
+    records = _RAW_RECORDS.decode(compact_json(entry.records))
+    if entry.events is not None:
+        return _event_lines(records, suffix, decode_events(entry.events))
     suffix += b"}"
     lines = []
-    for raw in _RAW_RECORDS.decode(compact_json(entry.records)):
+    for raw in records:
+        # inline, not _open_record: this loop runs once per record of every entry
         record = bytes(raw).rstrip()
         if not record.endswith(b"}") or record == b"{}":
             raise ValueError("queued record is not a non-empty JSON object")
         lines.append(record[:-1] + suffix)
     return lines
+
+
+def quarantine_lines(entry: QueueEntry) -> list[bytes]:
+    """The JSON lines of an entry's quarantined records, one per record: ``{"record": <its
+    JSON text as sent>, "index": <its place in the request>, "errors": [...],
+    "trace_id", "dataset_version", "received_at"}`` plus ``"event_type"`` and ``"event"``
+    when it has them. The record stays text: exactly what was sent, whatever it holds."""
+    if entry.quarantine is None:
+        return []
+    common: dict[str, object] = {"trace_id": entry.trace_id,
+                                 "dataset_version": entry.dataset_version,
+                                 "received_at": entry.received_at}
+    if entry.event_type is not None:
+        common["event_type"] = entry.event_type
+    lines = []
+    for item in decode_quarantine(entry.quarantine):
+        line: dict[str, object] = {"record": item.record, "index": item.index,
+                                   "errors": item.errors, **common}
+        if item.event is not None:
+            line["event"] = item.event
+        lines.append(_ENCODE(line))
+    return lines
+
+
+_ENCODE = msgspec.json.Encoder().encode
+MARK_SEPARATOR = "\n"
+"""Between the files of an entry's mark (a path holds no line break)."""
+
+
+def _open_record(raw: msgspec.Raw) -> bytes:
+    """A queued record without its closing brace (ValueError unless a non-empty object)."""
+    record = bytes(raw).rstrip()
+    if not record.endswith(b"}") or record == b"{}":
+        raise ValueError("queued record is not a non-empty JSON object")
+    return record[:-1]
+
+
+def _event_lines(records: list[msgspec.Raw], suffix: bytes,
+                 events: list[QueuedEvent]) -> list[bytes]:
+    """The lines of an entry with events: its system keys, then each record's event."""
+    check_event_count(events, len(records))
+    return [_open_record(raw) + suffix + b',"__eventId":' + orjson.dumps(event.id)
+            + b',"__source":' + orjson.dumps(event.source) + b',"__eventTime":'
+            + orjson.dumps(event.time) + b"}" for raw, event in zip(records, events, strict=True)]
 
 
 def entry_records(fields: dict[bytes, bytes]) -> int:
@@ -241,8 +309,10 @@ class Worker:
 
     # --- processing --------------------------------------------------------------------
 
-    def _final_path(self, entry: QueueEntry, first_id: bytes) -> Path:
-        directory = sink.output_dir(self.output_root, entry.project_id, entry.dataset_id,
+    def _final_path(self, entry: QueueEntry, first_id: bytes, *,
+                    quarantine: bool = False) -> Path:
+        root = self.output_root / "quarantine" if quarantine else self.output_root
+        directory = sink.output_dir(root, entry.project_id, entry.dataset_id,
                                     receipt_day(entry))
         # Entry ids are unique per stream and a stream is per (user, project, dataset), so
         # first-id + user names a file uniquely and the same way on every retry.
@@ -266,16 +336,24 @@ class Worker:
         for day_entries in by_day.values():
             (first_id, _), first = day_entries[0]
             final = self._final_path(first, first_id)
+            kept = self._final_path(first, first_id, quarantine=True)
             lines: list[bytes] = []
+            kept_lines: list[bytes] = []
             for entry, queued in day_entries:
                 try:
                     entry_lines = output_lines(queued)
+                    entry_kept = quarantine_lines(queued)
                 except POISON_ERRORS as exc:
                     poison.append((entry, "malformed_record", exc))
                     continue
                 records += len(entry_lines)
                 lines.extend(entry_lines)
-                marks[entry[0]] = str(final)
+                kept_lines.extend(entry_kept)
+                # the files holding its lines (the records' file when it has none: as
+                # before, a mark whose file never appears is written again, as nothing)
+                files = [str(final)] if entry_lines or not entry_kept else []
+                marks[entry[0]] = MARK_SEPARATOR.join(
+                    files + ([str(kept)] if entry_kept else []))
                 written.append(queued)
                 if len(entry_lines) >= YIELD_EVERY_RECORDS:
                     # the worker shares the event loop with the API in `make run`: let
@@ -283,6 +361,8 @@ class Worker:
                     await asyncio.sleep(0)
             if lines:
                 groups[final] = lines
+            if kept_lines:
+                groups[kept] = kept_lines
         for entry, reason, error in poison:
             await self.dead_letter(stream, entry, reason, error)
         if not written:
@@ -348,7 +428,7 @@ class Worker:
         done_records = 0
         todo: list[Entry] = []
         for entry, mark in zip(entries, marked, strict=True):
-            if mark is not None and await asyncio.to_thread(sink.publish, Path(_str(mark))):
+            if mark is not None and await asyncio.to_thread(_publish_mark, _str(mark)):
                 done.append(entry[0])
                 done_records += entry_records(entry[1])
             else:
@@ -548,6 +628,13 @@ def _entries_of(reply: Any) -> list[Entry]:
 def _deleted_of(reply: Any) -> list[bytes]:
     """Ids of an XREADGROUP reply whose entry was deleted (pending history only)."""
     return [entry_id for entry_id, fields in _items_of(reply) if fields is None]
+
+
+def _publish_mark(mark: str) -> bool:
+    """Publish every file of an entry's mark; whether they all exist now (every one is
+    tried: a worker may have died between two renames)."""
+    published = [sink.publish(Path(path)) for path in mark.split(MARK_SEPARATOR)]
+    return all(published)
 
 
 def _publish_all(paths: list[Path]) -> None:

@@ -21,6 +21,17 @@ failure (disk full, catalog unreachable, permission denied) is a :class:`SinkErr
 entries stay pending, the writer's connection is dropped (the next attempt reconnects) and
 the worker retries with backoff (see :meth:`Worker.run`). Its reason (``/readyz``, the log)
 is one line, keeps both ends of DuckDB's message and never a catalog password.
+
+Quarantine: an entry's quarantined records and the quarantine rows a replayed entry names
+(``replay_of``, which must name one row per record, checked with the records' count) are
+written in the entry's commit (:class:`strictgate.lake.writer.LakeWriter`). Retention: every
+``purge_every_s`` (:data:`QUARANTINE_PURGE_EVERY_S`; the first pass
+:data:`QUARANTINE_PURGE_FIRST_S` after the start, so a worker restarted often still purges)
+the worker deletes the quarantined records older than their dataset's
+``quarantine_retention_days`` (:meth:`LakeWorker.purge_quarantine`), on its writer's
+connection between two commits. A purge that fails is logged and tried again at the next
+interval; ingest never waits for it. Several workers may purge the same rows: a delete of
+what is gone deletes nothing.
 """
 
 from __future__ import annotations
@@ -42,9 +53,11 @@ from redis.exceptions import ResponseError
 from quota import keys
 from strictgate.context import utc_now
 from strictgate.lake.engine import LakeConfig, is_retryable
+from strictgate.lake.maintenance import purge_quarantine, quarantined_datasets
 from strictgate.lake.writer import CACHE_LIMIT_BYTES, CommitResult, LakeEntry, LakeWriter
-from strictgate.queue_entry import QueueEntry
+from strictgate.queue_entry import QueueEntry, check_event_count, check_replay_count
 from strictgate.redact import redacted
+from strictgate.registry.settings import DatasetSettingsStore
 from strictgate.registry.store import Registry
 from strictgate.worker import faults
 from strictgate.worker.compaction import CompactionSchedule
@@ -64,6 +77,10 @@ log = logging.getLogger("strictgate.worker")
 
 SINK_NAME = "lake"
 RECENT_COMMITS = 1000
+QUARANTINE_PURGE_EVERY_S = 3600.0
+"""Seconds between two purges of expired quarantined records by one worker."""
+QUARANTINE_PURGE_FIRST_S = 60.0
+"""Seconds after a worker starts before its first purge (at most ``purge_every_s``)."""
 
 # DuckDB errors that come from an entry's data (a value its column cannot take), not from
 # the storage: the batch is split to find the entry.
@@ -77,6 +94,7 @@ _CAUSES = (
     ("no space left", "ENOSPC"), ("disk full", "ENOSPC"), ("permission denied", "EACCES"),
     ("read-only file system", "EROFS"), ("database is locked", "catalog_locked"),
     ("unable to open database", "catalog_unreachable"),
+    ("cannot use the lake's data path", "object_store_refused"),
     ("unable to connect", "catalog_unreachable"), ("could not connect", "catalog_unreachable"),
     ("connection", "catalog_unreachable"), ("does not exist", "catalog_unreachable"),
     ("no such file or directory", "ENOENT"),
@@ -143,7 +161,8 @@ class LakeWorker(Worker):
     def __init__(self, redis: aioredis.Redis, config: LakeConfig, *,
                  compaction: CompactionSchedule | None = None,
                  writer_threads: int | None = None,
-                 writer_cache_limit: int | None = CACHE_LIMIT_BYTES, **options: Any) -> None:
+                 writer_cache_limit: int | None = CACHE_LIMIT_BYTES,
+                 purge_every_s: float = QUARANTINE_PURGE_EVERY_S, **options: Any) -> None:
         # 200k records: about 40 MB read and staged per commit (two batches in memory with
         # the pipelining); the fixed cost of a commit (~20 ms) is then under 10%
         options.setdefault("batch_records", 200_000)
@@ -172,6 +191,15 @@ class LakeWorker(Worker):
         self._in_flight: asyncio.Task[int] | None = None
         # one commit at a time: the writer's connection is not for concurrent threads
         self._writing = asyncio.Lock()
+        self.dataset_settings = DatasetSettingsStore(redis)
+        self.purge_every_s = purge_every_s
+        # monotonic time of the last purge, set so the first comes QUARANTINE_PURGE_FIRST_S
+        # (or one interval, if shorter) after the start
+        self._last_purge = time.monotonic() - purge_every_s + min(QUARANTINE_PURGE_FIRST_S,
+                                                                  purge_every_s)
+        self.purged = 0
+        """Quarantined records this worker's purges deleted."""
+        self._purge_failing: str | None = None
 
     def _open_writer(self) -> LakeWriter:
         if self._writer is None:
@@ -259,7 +287,51 @@ class LakeWorker(Worker):
         handled = await super().run_once()
         if self.compaction is not None:
             self.compaction.poll()
+        if time.monotonic() - self._last_purge >= self.purge_every_s:
+            await self._purge_logged()
         return handled
+
+    # --- quarantine retention --------------------------------------------------------
+
+    async def purge_quarantine(self) -> int:
+        """Delete the quarantined records older than their dataset's
+        ``quarantine_retention_days`` now; returns how many. Raises what fails (Redis,
+        DuckDB): :meth:`run_once` logs it."""
+        self._last_purge = time.monotonic()
+        loop = asyncio.get_running_loop()
+        async with self._writing:
+            datasets = await loop.run_in_executor(
+                self._lake_thread, lambda: quarantined_datasets(self._open_writer().con))
+        retention = {(p, d): (await self.dataset_settings.get(p, d)).quarantine_retention_days
+                     for p, d in datasets}
+        async with self._writing:
+            deleted = await loop.run_in_executor(
+                self._lake_thread,
+                lambda: purge_quarantine(self._open_writer().con, retention,
+                                         now=self.clock()))
+        self.purged += deleted
+        if deleted:
+            log.info("worker: %d expired quarantined records deleted", deleted)
+        return deleted
+
+    async def _purge_logged(self) -> None:
+        """:meth:`purge_quarantine`, its failure logged once per kind (and the writer's
+        connection dropped after a DuckDB error: the next commit reconnects)."""
+        try:
+            await self.purge_quarantine()
+        except Exception as exc:  # a purge never stops ingest
+            if isinstance(exc, duckdb.Error):
+                async with self._writing:
+                    await asyncio.get_running_loop().run_in_executor(self._lake_thread,
+                                                                     self.close)
+            kind = type(exc).__name__
+            if kind != self._purge_failing:
+                log.warning("worker: quarantine purge failed, will retry in %.0f s: %s: %s",
+                            self.purge_every_s, kind,
+                            clip_middle(redacted(str(exc) or kind), 200))
+            self._purge_failing = kind
+            return
+        self._purge_failing = None
 
     async def _write(self, stream: str, entries: Sequence[Entry]) -> int:
         return await self._commit({stream: list(entries)}, first_delivery=True)
@@ -279,6 +351,10 @@ class LakeWorker(Worker):
                 try:
                     queued = QueueEntry.from_fields(entry[1])
                     count = checked_record_count(queued.records)
+                    if queued.events is not None:
+                        check_event_count(queued.events, count)
+                    if queued.replay_of is not None:
+                        check_replay_count(queued.replay_of, count)
                 except POISON_ERRORS as exc:
                     await self.dead_letter(stream, entry, "malformed_entry", exc)
                     continue
