@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from strictgate.errors import ApiError, error_response
+from strictgate.ingest.answers import MAX_ERRORS_PER_RESPONSE
+from validator import BodyError, CompiledDataset
 
 if TYPE_CHECKING:
     from strictgate.context import AppContext
@@ -138,3 +140,19 @@ class Dialect(abc.ABC):
     def error(self, route: IngestRoute | None, err: ApiError) -> Response:
         """An error answer in the dialect's shape (default: the strictgate grammar)."""
         return error_response(err)
+
+
+def envelope_problem(envelope: CompiledDataset, body: bytes) -> ApiError | None:
+    """What is wrong with a request body's envelope (an API's own request shape, compiled as
+    a definition), in the strictgate grammar, or None when it is well formed: the precise
+    check a dialect falls back to when its fast decoding had doubts."""
+    try:
+        result = envelope.validate_one(body)
+    except BodyError as exc:
+        return ApiError(exc.status, exc.message, exc.code)
+    if result.ok:
+        return None
+    first = result.errors[0]
+    return ApiError(400, first.message, first.code, field=first.field,
+                    errors=[{"code": e.code, "field": e.field, "message": e.message}
+                            for e in result.errors[:MAX_ERRORS_PER_RESPONSE]])

@@ -31,11 +31,10 @@ from starlette.responses import Response
 
 from quota.admission import MAX_ENTRIES
 from quota.keys import ID_PATTERN
-from strictgate.dialects.base import Dialect, EventMeta, IngestRoute, Part, Split
+from strictgate.dialects.base import Dialect, EventMeta, IngestRoute, Part, Split, envelope_problem
 from strictgate.errors import ApiError, clip, json_response
-from strictgate.ingest import answers
 from strictgate.ingest.auth import authenticate
-from validator import BodyError, compile_dataset
+from validator import compile_dataset
 from validator.formats import is_date_time
 
 if TYPE_CHECKING:
@@ -101,23 +100,9 @@ def _member_quotes(value: str | msgspec.UnsetType | None) -> int:
     return 2 if value is None else 4
 
 
-def _precise(body: bytes) -> ApiError | None:
-    """The envelope's errors in the strictgate grammar, or None when it is well formed."""
-    try:
-        result = _ENVELOPE.validate_one(body)
-    except BodyError as exc:
-        return ApiError(exc.status, exc.message, exc.code)
-    if result.ok:
-        return None
-    first = result.errors[0]
-    return ApiError(400, first.message, first.code, field=first.field,
-                    errors=[{"code": e.code, "field": e.field, "message": e.message}
-                            for e in result.errors[:answers.MAX_ERRORS_PER_RESPONSE]])
-
-
 def _well_formed(body: bytes, decoded: _Body, payloads: list[bytes]) -> bool:
     """No member repeated, ``events`` not empty, payloads objects, ids within bounds;
-    False means: ask :func:`_precise`."""
+    False means: ask :func:`~strictgate.dialects.base.envelope_problem`."""
     if not decoded.events or b"\\" in body:
         return False
     quotes = _BODY_QUOTES
@@ -181,7 +166,7 @@ class OneSight(Dialect):
             decoded = None
         payloads = [] if decoded is None else [bytes(e.payload) for e in decoded.events]
         if decoded is None or not _well_formed(body, decoded, payloads):
-            problem = _precise(body)
+            problem = envelope_problem(_ENVELOPE, body)
             if problem is not None:
                 raise problem
             if decoded is None:  # pragma: no cover - the precise check refuses what msgspec does

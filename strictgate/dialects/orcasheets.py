@@ -28,12 +28,12 @@ from starlette.responses import Response
 
 from quota.admission import MAX_ENTRIES
 from quota.keys import ID_PATTERN
-from strictgate.dialects.base import Dialect, IngestRoute, Part, Split
+from strictgate.dialects.base import Dialect, IngestRoute, Part, Split, envelope_problem
 from strictgate.errors import ApiError, clip
 from strictgate.ingest import answers
 from strictgate.ingest.auth import authenticate
 from strictgate.queue_entry import event_type_problem
-from validator import BodyError, compile_dataset
+from validator import compile_dataset
 
 if TYPE_CHECKING:
     from strictgate.context import AppContext
@@ -68,23 +68,9 @@ _BODY_QUOTES = 6
 _ROW_QUOTES = 6
 
 
-def _precise(body: bytes) -> ApiError | None:
-    """The envelope's errors in the strictgate grammar, or None when it is well formed."""
-    try:
-        result = _ENVELOPE.validate_one(body)
-    except BodyError as exc:
-        return ApiError(exc.status, exc.message, exc.code)
-    if result.ok:
-        return None
-    first = result.errors[0]
-    return ApiError(400, first.message, first.code, field=first.field,
-                    errors=[{"code": e.code, "field": e.field, "message": e.message}
-                            for e in result.errors[:answers.MAX_ERRORS_PER_RESPONSE]])
-
-
 def _well_formed(body: bytes, decoded: _Body) -> bool:
     """No member repeated, ``event_type`` and ``records`` not empty, rows objects (see the
-    module docstring); False means: ask :func:`_precise`."""
+    module docstring); False means: ask :func:`~strictgate.dialects.base.envelope_problem`."""
     if not decoded.event_type or not decoded.records or b"\\" in body:
         return False
     quotes = _BODY_QUOTES + _ROW_QUOTES * len(decoded.records)
@@ -130,7 +116,7 @@ class OrcaSheets(Dialect):
         except (msgspec.DecodeError, msgspec.ValidationError):
             decoded = None
         if decoded is None or not _well_formed(body, decoded):
-            problem = _precise(body)
+            problem = envelope_problem(_ENVELOPE, body)
             if problem is not None:
                 raise problem
             if decoded is None:  # pragma: no cover - the precise check refuses what msgspec does
