@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of the whole HTTP API: the Loguro dataset ingest routes, the
-Operyn event routes, the OrcaSheets and OneSight endpoints, the records API, the admin API
+Operyn event routes, the OrcaSheets, OneSight and Definite endpoints, the records API, the admin API
 and the operational endpoints.
 
 Request and response examples are the public APIs' docs' own bodies, so the rendered
@@ -401,6 +401,113 @@ ONESIGHT_EVENT: Schema = {
 }
 
 
+DEFINITE_EXAMPLE: Schema = {
+    "data": [{"id": 1, "name": "Alice", "email": "alice@example.com"},
+             {"id": 2, "name": "Bob", "email": "bob@example.com"}],
+    "config": {"table": "bronze.customers", "mode": "append", "wait": False,
+               "tags": {"source": "my-app"}}}
+_DEFINITE_TABLE: Schema = {
+    "type": "string",
+    "pattern": "^(LAKE\\.)?[A-Za-z0-9][A-Za-z0-9_-]*\\.[A-Za-z0-9][A-Za-z0-9_-]*$",
+    "description": "`namespace.table` or `LAKE.namespace.table`: the project's dataset "
+                   "`namespace.table` (envelope-free definition)"}
+_DEFINITE_ROW: Schema = {"type": "object", "description": "A row: the table's columns"}
+DEFINITE_REQUEST: Schema = {
+    "type": "object", "required": ["data", "config"], "additionalProperties": False,
+    "properties": {
+        "data": {"oneOf": [_DEFINITE_ROW, {"type": "array", "minItems": 1, "maxItems": 50000,
+                                           "items": _DEFINITE_ROW}]},
+        "config": {"type": "object", "required": ["table"], "additionalProperties": False,
+                   "properties": {
+                       "table": _DEFINITE_TABLE,
+                       "mode": {"enum": ["append", "merge"], "default": "append",
+                                "description": "merge: not supported yet (501); without a "
+                                               "one-column primary_key a 422"},
+                       "primary_key": {"type": "array", "minItems": 1, "maxItems": 1,
+                                       "items": {"type": "string", "minLength": 1}},
+                       "wait": {"type": "boolean", "default": False, "description": (
+                           "Not supported yet: answered like false, with a warning")},
+                       "tags": {"type": "object", "maxProperties": 50,
+                                "additionalProperties": {"type": "string", "maxLength": 256},
+                                "description": "Checked, not stored"}}}},
+}
+DEFINITE_ANSWER: Schema = {
+    "type": "object", "additionalProperties": False,
+    "required": ["success", "request_id", "stream_id", "table", "accepted", "successful_rows",
+                 "rejected_rows", "partitions", "snapshot_id", "warnings", "errors"],
+    "properties": {
+        "success": {"const": True}, "request_id": {"type": "string"},
+        "stream_id": {"type": "string", "pattern": "^st_[0-9a-f]{12}$"},
+        "table": {"type": "string"}, "accepted": {"type": "integer", "minimum": 1},
+        "successful_rows": {"type": "integer", "minimum": 0},
+        "rejected_rows": {"type": "integer", "minimum": 0},
+        "partitions": {"type": "array", "maxItems": 0},
+        "snapshot_id": {"type": "null"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "The rejected rows' errors (on_invalid: quarantine)"}},
+}
+
+
+def _definite_query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": f"{description} (NDJSON bodies only: a JSON body carries it in "
+                           "`config`)"}
+
+
+def _definite_op() -> Schema:
+    invalid = {"success": False, "error": "Invalid integer field: id", "errors": [
+        {"index": 1, "code": "invalid_integer", "field": "data[1].id",
+         "message": "Invalid integer field: id"}], "error_count": 1, "errors_omitted": 0}
+    missing = {"success": False, "error": "Table not found: bronze.events (the namespace "
+               "or table does not exist)", "errors": [{
+                   "code": "table_not_found", "field": "config.table",
+                   "message": "Table not found: bronze.events (the namespace or table does "
+                              "not exist)"}]}
+    ok = {"success": True, "request_id": "req_abc123def456", "stream_id": "st_0123456789ab",
+          "table": "bronze.customers", "accepted": 2, "successful_rows": 2,
+          "rejected_rows": 0, "partitions": [], "snapshot_id": None, "warnings": [],
+          "errors": []}
+    ndjson = {"schema": {"type": "string", "description": "One JSON object per line"},
+              "example": '{"event_type": "page_view", "user_id": "123"}\n'}
+    return {
+        "tags": ["Definite"],
+        "operationId": "definiteStream",
+        "summary": "Append rows to one table (JSON or NDJSON)",
+        "description": (
+            "Rows go to the project's dataset named by `config.table` (NDJSON: `?table=`), "
+            "checked against its envelope-free definition under the dataset's `on_invalid` "
+            "policy; a table nobody registered follows the project's `unknown_datasets` "
+            "policy (`reject`: 404; `infer`: created on first write). Limits: 10 MB after "
+            "decompression and 50,000 rows (413), 1 MB per field and nesting depth 10 (400). "
+            "`Content-Encoding: gzip` or `zstd`. `mode: merge` is not supported yet (501) "
+            "and `wait: true` answers like `wait: false` with a warning."),
+        "security": [{"projectKey": []}],
+        "parameters": [
+            _REQUEST_ID_PARAM, _IDEMPOTENCY_PARAM,
+            _definite_query("table", _DEFINITE_TABLE, "The table"),
+            _definite_query("mode", {"enum": ["append", "merge"]}, "append (default) or merge"),
+            _definite_query("primary_key", {"type": "string", "minLength": 1},
+                            "The one key column of mode merge"),
+            _definite_query("wait", {"type": "boolean"}, "Wait for the commit"),
+        ],
+        "requestBody": {"required": True, "content": {
+            **_json(DEFINITE_REQUEST, DEFINITE_EXAMPLE)["content"],
+            "application/x-ndjson": ndjson}},
+        "responses": {
+            "200": {"description": "Rows validated, counted and queued (with dry_run=true: "
+                                   "the verdict, nothing stored)", **_ACCEPTED_HEADERS,
+                    **_json({"oneOf": [DEFINITE_ANSWER, DRY_RUN_ANSWER]}, ok)},
+            **_errors(400, 401, 404, 409, 413, 415, 422, 429, 501, 503,
+                      examples={400: invalid, 404: missing, 429: _LOGURO_OVER_QUOTA},
+                      text={404: "Table not found: the namespace or table does not exist",
+                            422: "mode merge without a one-column primary_key, or an "
+                                 "Idempotency-Key used with another body",
+                            501: "mode merge: not supported yet"}),
+        },
+    }
+
+
 def _onesight_ops() -> Schema:
     accepted = {"type": "object", "required": ["success", "data"], "properties": {
         "success": {"const": True}, "data": {
@@ -695,6 +802,7 @@ Strict dataset ingest with exact monthly quotas. Four public ingest APIs are spo
 - **OrcaSheets** (`/v1/logs`): rows for several of the project's tables in one request.
 - **OneSight** (`/api/openapi/v1/data/events`): typed events with per-event ids, and the
   query that reads them back.
+- **Definite** (`/v2/stream`): JSON or NDJSON rows appended to one table per request.
 
 Every 2xx of an ingest route carries `X-Quota-Limit`, `X-Quota-Remaining` and
 `X-Quota-Reset`; over quota is a 429 with `Retry-After`. Every answer carries
@@ -713,6 +821,8 @@ TAGS = [
      "description": "The Operyn ingestion API: logs, metrics and deployments"},
     {"name": "OneSight",
      "description": "The OneSight data API: typed events with per-event ids, and their query"},
+    {"name": "Definite",
+     "description": "The Definite Stream API: JSON or NDJSON rows into one table"},
     {"name": "Records", "description": "Reading a dataset back from the lake"},
     {"name": "Admin", "description": "Datasets, API keys and quotas (admin token)"},
     {"name": "Operations", "description": "Health, readiness and metrics"},
@@ -742,6 +852,7 @@ def openapi_document() -> Schema:
     }
     paths["/v1/logs"] = {"post": _orcasheets_op()}
     paths["/api/openapi/v1/data/events"] = _onesight_ops()
+    paths["/v2/stream"] = {"post": _definite_op()}
     for name in OPERYN_EVENTS:
         paths[f"/events/{name}"] = {"post": _operyn_op(name, False)}
         paths[f"/events/{name}/batch"] = {"post": _operyn_op(name, True)}

@@ -34,6 +34,8 @@ class Route:
     body: Callable[[int, int], Any]
     auth: str
     dataset: str
+    ok: int = 202
+    """The status of an accepted request."""
 
 
 def _loguro(n: int, bad: int) -> Any:
@@ -56,11 +58,16 @@ def _onesight(n: int, bad: int) -> Any:
                        for i, r in enumerate(rows)]}
 
 
+def _definite(n: int, bad: int) -> Any:
+    return {"data": [BAD_ROW] * bad + [ROW] * (n - bad), "config": {"table": "bronze.orders"}}
+
+
 ROUTES = [
     Route("loguro", "/datasets/13/batch", _loguro, "Authorization", "13"),
     Route("operyn", "/events/logs/batch", _operyn, "x-api-key", "logs"),
     Route("orcasheets", "/v1/logs", _orca, "Authorization", "orders"),
     Route("onesight", "/api/openapi/v1/data/events", _onesight, "Authorization", "orders"),
+    Route("definite", "/v2/stream", _definite, "Authorization", "bronze.orders", ok=200),
 ]
 
 
@@ -77,6 +84,7 @@ def route(request: pytest.FixtureRequest) -> Route:
 def _ready(svc: Service) -> str:
     svc.put_dataset("p1", "13", SEED_DEFINITION)
     svc.put_dataset("p1", "orders", ROW_DEFINITION)
+    svc.put_dataset("p1", "bronze.orders", ROW_DEFINITION)
     return svc.create_key("p1", "u1")
 
 
@@ -168,7 +176,7 @@ def test_every_ingest_route_takes_a_dry_run(svc: Service, sync_redis: redis.Redi
               "deployments": {"service": "api", "version": "v1", "environment": "prod"}}
     for ingest in INGEST_ROUTES:
         path = ingest.path.replace("{dataset_id}", "13")
-        if ingest.dialect.name in ("orcasheets", "onesight"):
+        if ingest.dialect.name in ("orcasheets", "onesight", "definite"):
             body: Any = next(r for r in ROUTES if r.dialect == ingest.dialect.name).body(1, 0)
         else:
             one = operyn[str(ingest.dataset)] if ingest.dialect.name == "operyn" \

@@ -476,11 +476,40 @@ def test_onesight_events_never_reach_another_project(
     assert page.status_code == 200 and page.json()["data"]["events"] == []
 
 
+def test_definite_rows_never_reach_another_projects_table(
+    svc: Service, key: str, sync_redis: redis.Redis
+) -> None:
+    """``config.table`` (or ``?table=`` for NDJSON) names a table of the key's project
+    only, whatever the headers say: another project's table answers like a missing one
+    (404), and under ``infer`` the rows make the key's project its own table."""
+    svc.put_dataset("p2", "bronze.only2", {"envelope": "none", "fields": {"country": "string"}})
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+               "X-Project-Id": "p2"}
+    body = {"data": [{"country": "RO"}], "config": {"table": "LAKE.bronze.only2"}}
+    r = svc.client.post("/v2/stream", content=json.dumps(body).encode(), headers=headers)
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "table_not_found"
+    r = svc.client.post("/v2/stream?table=bronze.only2", content=b'{"country": "RO"}\n',
+                        headers={**headers, "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 404, r.text
+    _nothing_left(svc, sync_redis)
+    assert svc.admin("PUT", "/admin/projects/p1/settings",
+                     json={"unknown_datasets": "infer"}).status_code == 200
+    r = svc.client.post("/v2/stream", content=json.dumps(
+        {"data": [{"country": "RO", "n": 1}], "config": {"table": "bronze.only2"}}).encode(),
+        headers=headers)
+    assert r.status_code == 200, r.text
+    queues = {k.decode() for k in sync_redis.scan_iter(match="queue:*")}
+    assert queues and all(":p1:" in q and ":p2:" not in q for q in queues)
+    p2 = svc.admin("GET", "/admin/projects/p2/datasets/bronze.only2").json()
+    assert p2["version"] == 1 and set(p2["definition"]["fields"]) == {"country"}
+
+
 def test_every_ingest_route_has_a_cross_tenant_case() -> None:
     """The Loguro routes are covered above by path, the other dialects' by the tests
     above: a route added to the table without a case here fails."""
     loguro = {"/datasets/{dataset_id}", "/datasets/{dataset_id}/batch", "/datasets",
               "/datasets/batch"}
-    covered = loguro | {"/v1/logs", "/api/openapi/v1/data/events"} | {
+    covered = loguro | {"/v1/logs", "/api/openapi/v1/data/events", "/v2/stream"} | {
         r.path for r in INGEST_ROUTES if r.dialect.name == "operyn"}
     assert {r.path for r in INGEST_ROUTES} == covered

@@ -5,12 +5,13 @@ fast lane (:mod:`strictgate.ingest.front`) and the Starlette router are built fr
 from __future__ import annotations
 
 from strictgate.dialects.base import Dialect, IngestRoute
+from strictgate.dialects.definite import Definite
 from strictgate.dialects.loguro import Loguro
 from strictgate.dialects.onesight import OneSight
 from strictgate.dialects.operyn import Operyn
 from strictgate.dialects.orcasheets import OrcaSheets
 
-DIALECTS: tuple[Dialect, ...] = (Loguro(), Operyn(), OrcaSheets(), OneSight())
+DIALECTS: tuple[Dialect, ...] = (Loguro(), Operyn(), OrcaSheets(), OneSight(), Definite())
 
 INGEST_ROUTES: tuple[IngestRoute, ...] = tuple(
     route for dialect in DIALECTS for route in dialect.routes())

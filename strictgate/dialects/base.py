@@ -128,6 +128,15 @@ class Dialect(abc.ABC):
     splits: bool = False
     """Whether :meth:`split` gives the datasets (else :meth:`dataset`)."""
 
+    max_records: int | None = None
+    """Records one request may carry on this API's routes, when it sets its own limit (else
+    ``STRICTGATE_MAX_RECORDS``)."""
+
+    envelope_free_only: bool = False
+    """Whether the API's rows are a dataset's columns as sent, so a split request can only
+    write to datasets whose definition has no envelope (409 ``dataset_not_envelope_free``
+    otherwise, as for requests with per-event ids)."""
+
     event_datasets_only: bool = False
     """Whether the API answers with server-assigned record ids, so it can only write to
     datasets whose definition has the ``event`` envelope."""

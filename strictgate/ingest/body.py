@@ -32,12 +32,40 @@ def too_large(cap: int) -> ApiError:
     )
 
 
+_MORE_MEDIA_TYPES: dict[str, frozenset[str]] = {}
+"""Media types an ingest route takes besides JSON, by route path (see
+:func:`accept_media_type`)."""
+
+
+def accept_media_type(path: str, media: str) -> None:
+    """Let the ingest route at ``path`` take ``media`` bodies besides JSON (a dialect whose
+    API documents another one, e.g. NDJSON, declares it when its module is imported)."""
+    _MORE_MEDIA_TYPES[path] = _MORE_MEDIA_TYPES.get(path, frozenset()) | {media}
+
+
+def media_type(request: Request) -> str:
+    """The request's media type, lower case, without parameters."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _route_path(request: Request) -> str:
+    """The path the ingest routes match (under a ``root_path``, the part after it)."""
+    path: str = request.scope.get("path", "")
+    root: str = request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 def check_content_type(request: Request) -> None:
-    """415 unless the request says ``application/json`` (charset, when given, utf-8)."""
+    """415 unless the request says ``application/json`` (or a media type its route accepts:
+    :func:`accept_media_type`); a charset, when given, must be utf-8."""
     raw = request.headers.get("content-type", "")
     media, _, params = raw.partition(";")
-    if media.strip().lower() != "application/json":
-        raise ApiError(415, "Content-Type must be application/json", "unsupported_media_type")
+    media = media.strip().lower()
+    if media != "application/json":
+        more = _MORE_MEDIA_TYPES.get(_route_path(request)) if _MORE_MEDIA_TYPES else None
+        if not more or media not in more:
+            allowed = " or ".join(["application/json", *sorted(more or ())])
+            raise ApiError(415, f"Content-Type must be {allowed}", "unsupported_media_type")
     for param in params.split(";"):
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (

@@ -94,10 +94,11 @@ async def resolve_dataset(ctx: AppContext, project_id: str, dataset_id: str
 
 
 async def _validate(ctx: AppContext, resolved: ResolvedDataset, body: bytes, batch: bool,
-                    *, all_errors: bool = False) -> BatchResult:
+                    *, all_errors: bool = False, max_records: int | None = None
+                    ) -> BatchResult:
     validator = resolved.validator
     validate = functools.partial(
-        validator.validate_batch, body, max_records=ctx.settings.max_records,
+        validator.validate_batch, body, max_records=max_records or ctx.settings.max_records,
         all_errors=all_errors,
     ) if batch else functools.partial(validator.validate_one, body, all_errors=all_errors)
     try:
@@ -152,10 +153,10 @@ async def submit(request: Request, route: IngestRoute, path_params: Mapping[str,
     idem_key = None if dry_run else idempotency_key(request)
     if dialect.splits:
         body = await read_body(request, settings.max_body_bytes)
-        split = dialect.split(route, body, settings.max_records)
+        split = dialect.split(route, body, dialect.max_records or settings.max_records)
         assert split is not None  # a dialect that splits always does
         return await _submit_split(request, ctx, route, principal, split, idem_key,
-                                   request_digest(route.path, True, body) if idem_key else "",
+                                   _split_digest(request, route, body) if idem_key else "",
                                    dry_run)
     resolved = await resolve_dataset(ctx, principal.project_id, dataset_id)
     if dialect.event_datasets_only and resolved.envelope != "event":
@@ -246,6 +247,14 @@ def _verdict(checked: Checked, batch: bool) -> Verdict:
     return verdict
 
 
+def _split_digest(request: Request, route: IngestRoute, body: bytes) -> str:
+    """The idempotency digest of a split request: its route, its query string when it has
+    one (Definite's NDJSON config travels there) and its body."""
+    query = request.scope.get("query_string") or b""
+    target = route.path + ("?" + query.decode("latin-1") if query else "")
+    return request_digest(target, True, body)
+
+
 async def _part_dataset(ctx: AppContext, project_id: str, part: Part, split: Split,
                         dry_run: bool = False) -> ResolvedDataset | None:
     """The definition a part's records are checked against: the registered one (grown by
@@ -303,7 +312,9 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
     checked: list[CheckedPart] = []
     for part in split.parts:
         resolved = await _part_dataset(ctx, project, part, split, dry_run)
-        if resolved is not None and split.events is not None and resolved.envelope != "none":
+        if resolved is not None and (split.events is not None
+                                     or route.dialect.envelope_free_only) \
+                and resolved.envelope != "none":
             raise ApiError(
                 409, f"Dataset {part.dataset_id} is not envelope-free (its definition's "
                 f"envelope is \"{resolved.envelope}\"), so its events' payloads cannot be "
@@ -319,7 +330,9 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
             invalid += len(part.indexes)
             continue
         body = b"[" + b",".join(part.records) + b"]"
-        result = await _validate(ctx, resolved, body, True, all_errors=dry_run)
+        most = route.dialect.max_records
+        result = await _validate(ctx, resolved, body, True, all_errors=dry_run,
+                                 max_records=most)
         if resolved.provisional and result.ok:  # pragma: no cover - inference guarantees it
             raise ApiError(500, "Internal server error", "internal_error")
         if result.ok:
@@ -330,7 +343,8 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
                 metrics.child(metrics.records_rejected, project, part.dataset_id, code).inc(n)
         if not resolved.provisional and await quarantines(ctx, project, part.dataset_id):
             if not result.complete:
-                result = await _validate(ctx, resolved, body, True, all_errors=True)
+                result = await _validate(ctx, resolved, body, True, all_errors=True,
+                                         max_records=most)
             separated = separate(result, indexes=part.indexes, record_path=split.record_path)
             checked.append(CheckedPart(
                 Part(part.dataset_id, [], [part.indexes[k] for k in separated.kept]),
