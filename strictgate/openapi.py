@@ -1025,6 +1025,8 @@ def _quarantine_paths(ds: str, project: Schema, dataset: Schema) -> Schema:
                                                "remaining", "stopped"], "properties": {
         "success": {"type": "boolean"}, "replayed": {"type": "integer"},
         "still_invalid": {"type": "integer"}, "skipped_already_replayed": {"type": "integer"},
+        "duplicates": {"type": "integer", "description": "OneSight events whose event_id the "
+                       "project accepted meanwhile: removed, not admitted"},
         "remaining": {"type": "integer"},
         "stopped": {"type": ["object", "null"], "description": "why it stopped early "
                     "(quota_exceeded: run it again once the quota allows)"}}}

@@ -187,6 +187,9 @@ class ReplayReport:
     """Records checked and still invalid (their rows now hold the new errors)."""
     skipped_already_replayed: int = 0
     """Valid records another replay (earlier, or running at the same time) admitted."""
+    duplicates: int = 0
+    """Valid OneSight events whose ``event_id`` the project accepted meanwhile (the client
+    resent the fixed event): not admitted, and removed from the quarantine."""
     remaining: int = 0
     """Records of the filter left in the quarantine: still invalid, or not reached (the
     replay stopped, or its ``limit`` ended it)."""
@@ -203,6 +206,7 @@ class ReplayReport:
         """The final answer."""
         return {"success": True, "replayed": self.replayed, "still_invalid": self.still_invalid,
                 "skipped_already_replayed": self.skipped_already_replayed,
+                "duplicates": self.duplicates,
                 "remaining": self.remaining,
                 "stopped": None if self.stopped is None else self.stopped.to_json()}
 
@@ -309,6 +313,27 @@ class QuarantineTable:
         except duckdb.Error as exc:
             raise LakeUnavailableError(redacted(str(exc))[:300]) from None
 
+    def forget(self, project: str, dataset: str, rows: Sequence[QuarantineRow]) -> None:
+        """Delete ``rows`` from the quarantine (duplicates of accepted events): one
+        transaction, retried on a commit conflict."""
+        if not rows:
+            return
+        with self._lock:
+            try:
+                if self._writer is None:
+                    self._writer = connect(self.config)
+                con = self._writer
+                con.execute("CREATE OR REPLACE TEMP TABLE replay_forget (entry_id VARCHAR,"
+                            " seq INTEGER)")
+                con.executemany("INSERT INTO temp.main.replay_forget VALUES (?, ?)",
+                                [[row.entry_id, row.seq] for row in rows])
+                retry(lambda: _transaction(con, (
+                    f"DELETE FROM {TABLE} AS q USING temp.main.replay_forget AS f"
+                    " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = f.entry_id"
+                    " AND q.seq = f.seq"), [project, dataset]))
+            except duckdb.Error as exc:
+                raise LakeUnavailableError(redacted(str(exc))[:300]) from None
+
     def close(self) -> None:
         """Close both connections."""
         with self._lock:
@@ -341,13 +366,18 @@ def _where(project: str, dataset: str, flt: ReplayFilter,
 def _update(con: duckdb.DuckDBPyConnection, project: str, dataset: str, version: int,
             checked_at: datetime) -> None:
     """One attempt of the error update (see :meth:`QuarantineTable.record_errors`)."""
+    _transaction(con, (
+        f"UPDATE {TABLE} AS q SET errors = u.errors::JSON, error_codes = u.error_codes,"
+        " dataset_version = ?, checked_at = ? FROM temp.main.replay_errors AS u"
+        " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = u.entry_id"
+        " AND q.seq = u.seq"), [version, checked_at, project, dataset])
+
+
+def _transaction(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> None:
+    """One attempt of one statement in its own transaction (rolled back on failure)."""
     con.execute("BEGIN")
     try:
-        con.execute(
-            f"UPDATE {TABLE} AS q SET errors = u.errors::JSON, error_codes = u.error_codes,"
-            " dataset_version = ?, checked_at = ? FROM temp.main.replay_errors AS u"
-            " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = u.entry_id"
-            " AND q.seq = u.seq", [version, checked_at, project, dataset])
+        con.execute(sql, params)
         con.execute("COMMIT")
     except BaseException:
         # a failed COMMIT has already ended the transaction
@@ -537,10 +567,18 @@ class Replay:
         """Admit one group's valid records, those another replay admitted first left out;
         on a refusal, set :attr:`ReplayReport.stopped` (nothing of the group admitted)."""
         report = self.report
+        duplicates: list[QuarantineRow] = []
         while valid:
             user_id = valid[0][0].user_id
+            valid, repeated = _first_of_each_event(valid)
+            duplicates += repeated
             entry = replay_entry(self.project, self.dataset, resolved, valid, replayed_at)
-            keys = event_id_keys(user_id, self.project, [quarantine_key(row) for row, _ in valid])
+            own = event_id_keys(user_id, self.project, [quarantine_key(row) for row, _ in valid])
+            # a OneSight event's own id too: one the project accepted meanwhile (the client
+            # resent the fixed event) makes this record a duplicate, as at the door
+            events = [(k, _EVENT.decode(row.event).id) for k, (row, _) in enumerate(valid)
+                      if row.event is not None]
+            keys = own + event_id_keys(user_id, self.project, [i for _, i in events])
             try:
                 outcome = await self.quota.admit_many(
                     [entry], counts=[len(valid)], idempotency_key=None, request_digest="",
@@ -549,15 +587,42 @@ class Replay:
                 outcome = Unavailable("error", 1.0)
             if isinstance(outcome, Admitted):
                 report.replayed += len(valid)
-                return
+                break
             if isinstance(outcome, EventsSeen):
-                seen = set(outcome.positions)
-                report.skipped_already_replayed += len(seen)
-                valid = [item for k, item in enumerate(valid) if k not in seen]
+                # this replay's own key seen: replayed already (its commit removes the row);
+                # else only the event's id: a duplicate, removed here
+                replayed = {p for p in outcome.positions if p < len(own)}
+                resent = {events[p - len(own)][0] for p in outcome.positions
+                          if p >= len(own)} - replayed
+                report.skipped_already_replayed += len(replayed)
+                duplicates += [valid[k][0] for k in sorted(resent)]
+                valid = [item for k, item in enumerate(valid)
+                         if k not in replayed and k not in resent]
                 continue
             report.remaining += len(valid)
             report.stopped = _stop_of(outcome, user_id)
-            return
+            break
+        if duplicates:
+            report.duplicates += len(duplicates)
+            await asyncio.to_thread(self.table.forget, self.project, self.dataset, duplicates)
+
+
+def _first_of_each_event(valid: list[tuple[QuarantineRow, bytes]]
+                         ) -> tuple[list[tuple[QuarantineRow, bytes]], list[QuarantineRow]]:
+    """``valid`` without the records whose event id an earlier record of it has (the
+    first copy is the one replayed), and those later copies."""
+    kept: list[tuple[QuarantineRow, bytes]] = []
+    repeated: list[QuarantineRow] = []
+    ids: set[str] = set()
+    for row, record in valid:
+        event_id = None if row.event is None else _EVENT.decode(row.event).id
+        if event_id is not None and event_id in ids:
+            repeated.append(row)
+            continue
+        if event_id is not None:
+            ids.add(event_id)
+        kept.append((row, record))
+    return kept, repeated
 
 
 def _unavailable(retry_after_s: float = 1.0) -> Stop:

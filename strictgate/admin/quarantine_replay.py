@@ -9,8 +9,8 @@ records API; ``limit``: at most that many records, the first in receipt order). 
 member or a bad value is a 400 whose ``field`` names it.
 
 The answer is ``{"success": true, "replayed", "still_invalid", "skipped_already_replayed",
-"remaining", "stopped": null | {"code", "message"}}``. A replay stopped by the quota of a
-record's user still answers 200 (``stopped.code`` ``quota_exceeded``: what it admitted
+"duplicates", "remaining", "stopped": null | {"code", "message"}}``. A replay stopped by the
+quota of a record's user still answers 200 (``stopped.code`` ``quota_exceeded``: what it admitted
 before stays admitted); one stopped by a full queue or by Redis or the lake not answering
 is a 503 with Retry-After and the same counts (``success`` false, the error grammar's
 ``error``/``errors`` beside them). With ``Accept: application/x-ndjson`` the body is one
