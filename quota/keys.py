@@ -206,3 +206,20 @@ def dataset_settings_key(project_id: str, dataset_id: str) -> str:
     ``quarantine_retention_days``), beside its definition under the project's tag and apart
     from its versions, so a new version keeps it; a setting not stored has its default."""
     return f"registry:dataset_settings:{project_tag(project_id)}:{check_id(dataset_id)}"
+
+
+# --- commit notification (Definite ``wait: true``) --------------------------------------------
+
+def commit_waiters_key(user_id: str, project_id: str, dataset_id: str) -> str:
+    """``commit-waiters:{<user_id>}:<project_id>:<dataset_id>``: how many requests are
+    waiting for the commit of entries of that queue (INCR before admission, DECR after the
+    wait, a TTL in case the API dies). The lake worker writes :func:`committed_key` markers
+    only for the queues this counts as watched, so entries nobody waits for cost nothing."""
+    return f"commit-waiters:{user_tag(user_id)}:{check_id(project_id)}:{check_id(dataset_id)}"
+
+
+def committed_key(user_id: str, project_id: str, dataset_id: str, entry_id: str) -> str:
+    """``committed:{<user_id>}:<project_id>:<dataset_id>:<stream entry id>``: the lake
+    snapshot id (decimal text) whose commit holds that queue entry's rows; short-lived."""
+    return (f"committed:{user_tag(user_id)}:{check_id(project_id)}:{check_id(dataset_id)}:"
+            f"{check_id(entry_id)}")

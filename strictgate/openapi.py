@@ -421,12 +421,16 @@ DEFINITE_REQUEST: Schema = {
                    "properties": {
                        "table": _DEFINITE_TABLE,
                        "mode": {"enum": ["append", "merge"], "default": "append",
-                                "description": "merge: not supported yet (501); without a "
-                                               "one-column primary_key a 422"},
+                                "description": "merge: each row replaces the stored row with "
+                                               "the same primary_key value (inserted when "
+                                               "new; the last admitted wins); needs a "
+                                               "one-column primary_key (else 422)"},
                        "primary_key": {"type": "array", "minItems": 1, "maxItems": 1,
                                        "items": {"type": "string", "minLength": 1}},
                        "wait": {"type": "boolean", "default": False, "description": (
-                           "Not supported yet: answered like false, with a warning")},
+                           "Answer once the rows are committed to the lake, with the "
+                           "commit's snapshot_id (bounded by STRICTGATE_COMMIT_WAIT_S; past "
+                           "it: snapshot_id null and a warning)")},
                        "tags": {"type": "object", "maxProperties": 50,
                                 "additionalProperties": {"type": "string", "maxLength": 256},
                                 "description": "Checked, not stored"}}}},
@@ -480,8 +484,10 @@ def _definite_op() -> Schema:
             "policy; a table nobody registered follows the project's `unknown_datasets` "
             "policy (`reject`: 404; `infer`: created on first write). Limits: 10 MB after "
             "decompression and 50,000 rows (413), 1 MB per field and nesting depth 10 (400). "
-            "`Content-Encoding: gzip` or `zstd`. `mode: merge` is not supported yet (501) "
-            "and `wait: true` answers like `wait: false` with a warning."),
+            "`Content-Encoding: gzip` or `zstd`. `mode: merge` upserts by the one "
+            "`primary_key` column (every row must carry it non-null; a key repeated in one "
+            "request is a 400 naming both rows). `wait: true` answers after the lake commit "
+            "with its `snapshot_id`."),
         "security": [{"projectKey": []}],
         "parameters": [
             _REQUEST_ID_PARAM, _IDEMPOTENCY_PARAM,
@@ -498,12 +504,11 @@ def _definite_op() -> Schema:
             "200": {"description": "Rows validated, counted and queued (with dry_run=true: "
                                    "the verdict, nothing stored)", **_ACCEPTED_HEADERS,
                     **_json({"oneOf": [DEFINITE_ANSWER, DRY_RUN_ANSWER]}, ok)},
-            **_errors(400, 401, 404, 409, 413, 415, 422, 429, 501, 503,
+            **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503,
                       examples={400: invalid, 404: missing, 429: _LOGURO_OVER_QUOTA},
                       text={404: "Table not found: the namespace or table does not exist",
                             422: "mode merge without a one-column primary_key, or an "
-                                 "Idempotency-Key used with another body",
-                            501: "mode merge: not supported yet"}),
+                                 "Idempotency-Key used with another body"}),
         },
     }
 

@@ -34,6 +34,11 @@ admitted request:
   ``[entry_id, seq]`` pair per record, in record order: the quarantine rows they come from,
   which the worker deletes in the commit that stores them. Its length must equal the
   records' (:func:`check_replay_count`, where the worker counts them).
+- ``merge_key`` (optional): the name of the one column a merge request (Definite ``mode:
+  "merge"``) is keyed on. The worker merges such an entry's records into the table: each
+  replaces the stored rows with the same key admitted before it and is not stored when one
+  admitted after it is already there (:mod:`strictgate.lake.writer`). Checked like
+  ``event_type`` (:func:`merge_key_problem`).
 
 The optional fields are stored only when set, so entries without them are byte for byte
 what older releases wrote. Every value but ``records``, ``events``, ``quarantine`` and
@@ -60,11 +65,14 @@ FIELD_NAMES = ("records", "trace_id", "dataset_version", "received_at", "project
                "dataset_id", "user_id")
 """The stream entry's field names, in the order they are stored (every entry has them)."""
 
-OPTIONAL_FIELD_NAMES = ("event_type", "events", "quarantine", "replayed_at", "replay_of")
+OPTIONAL_FIELD_NAMES = ("event_type", "events", "quarantine", "replayed_at", "replay_of",
+                        "merge_key")
 """Fields stored after :data:`FIELD_NAMES` only when set."""
 
 EVENT_TYPE_MAX_CHARS = 200
 """The longest ``event_type``, in characters."""
+MERGE_KEY_MAX_CHARS = 256
+"""The longest ``merge_key`` (a column name), in characters."""
 
 _TEXT_FIELDS = tuple(name.encode() for name in FIELD_NAMES if name != "records")
 # a malformed value is quoted in the error up to this many characters
@@ -89,6 +97,21 @@ def event_type_problem(value: object) -> str | None:
         return "must be a string"
     if len(value) > EVENT_TYPE_MAX_CHARS:
         return f"must be at most {EVENT_TYPE_MAX_CHARS} characters"
+    if not value.strip():
+        return "must not be empty"
+    if not value.isprintable():
+        return "must be visible text (no control or invisible characters)"
+    return None
+
+
+def merge_key_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a ``merge_key``, or None when it is one: text of 1 to
+    :data:`MERGE_KEY_MAX_CHARS` characters, every one visible or a plain space, not only
+    spaces. The message is bounded and never quotes the value."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if len(value) > MERGE_KEY_MAX_CHARS:
+        return f"must be at most {MERGE_KEY_MAX_CHARS} characters"
     if not value.strip():
         return "must not be empty"
     if not value.isprintable():
@@ -287,12 +310,14 @@ class QueueEntry(msgspec.Struct, frozen=True):
     quarantine: bytes | None = None
     replayed_at: str | None = None
     replay_of: bytes | None = None
+    merge_key: str | None = None
 
     def to_args(self) -> tuple[str | bytes | int, ...]:
         """Field, value pairs in one flat tuple, as ``XADD`` takes them (the admission
         script's trailing arguments). An int is sent as its decimal text. An optional
         field its check refuses (:func:`event_type_problem`, :func:`decode_events`,
-        :func:`decode_quarantine`, :func:`utc_z_problem`, :func:`decode_replay_of`)
+        :func:`decode_quarantine`, :func:`utc_z_problem`, :func:`decode_replay_of`,
+        :func:`merge_key_problem`)
         raises ValueError: it never reaches a queue."""
         # a flat tuple, not a dict: this runs once per admitted request. The optional
         # fields are checked here, not at construction, so an entry without them costs
@@ -321,6 +346,11 @@ class QueueEntry(msgspec.Struct, frozen=True):
         if self.replay_of is not None:
             decode_replay_of(self.replay_of)
             args += ("replay_of", self.replay_of)
+        if self.merge_key is not None:
+            problem = merge_key_problem(self.merge_key)
+            if problem is not None:
+                raise ValueError(f"merge_key {problem}")
+            args += ("merge_key", self.merge_key)
         return args
 
     def to_fields(self) -> dict[str, bytes | str]:
@@ -385,12 +415,22 @@ class QueueEntry(msgspec.Struct, frozen=True):
         replay_of = fields.get(b"replay_of")
         if replay_of is not None:
             decode_replay_of(replay_of)
+        merge_key = None
+        raw_merge_key = fields.get(b"merge_key")
+        if raw_merge_key is not None:
+            try:
+                merge_key = raw_merge_key.decode()
+            except UnicodeDecodeError:
+                raise MalformedEntryError("merge_key", "not UTF-8") from None
+            problem = merge_key_problem(merge_key)
+            if problem is not None:
+                raise MalformedEntryError("merge_key", problem)
         return cls(
             records=records, trace_id=text[b"trace_id"], dataset_version=int(version),
             received_at=received_at, project_id=text[b"project_id"],
             dataset_id=text[b"dataset_id"], user_id=text[b"user_id"], event_type=event_type,
             events=events, quarantine=quarantine, replayed_at=replayed_at,
-            replay_of=replay_of,
+            replay_of=replay_of, merge_key=merge_key,
         )
 
 

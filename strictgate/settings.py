@@ -71,6 +71,9 @@ class Settings:
     # How long a OneSight event_id is remembered (a resend within it is a no-op); each id
     # costs Redis memory for that long (README "OneSight").
     event_id_window_s: int = 7 * 86400
+    # How long a Definite ``wait: true`` request waits for the lake commit of its rows
+    # before answering that they are queued and will be committed (snapshot_id null).
+    commit_wait_s: float = 30.0
     # S3-compatible object storage, read only with an s3:// lake data path: credentials from
     # the usual AWS_* variables (the secret parts left out of repr, so never logged), and the
     # endpoint (host[:port], TLS unless given as http://) of a store other than AWS.
@@ -116,6 +119,7 @@ _ENV: dict[str, str] = {
     "STRICTGATE_LAKE_SNAPSHOT_RETENTION_S": "lake_snapshot_retention_s",
     "STRICTGATE_OPEN_PROJECT": "open_project",
     "STRICTGATE_EVENT_ID_WINDOW_S": "event_id_window_s",
+    "STRICTGATE_COMMIT_WAIT_S": "commit_wait_s",
 }
 
 # read by :func:`s3_settings`, and only with an s3:// lake data path
@@ -382,6 +386,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, 1)
         elif field == "lake_snapshot_retention_s":
             values[field] = _parse_float(name, raw, 0.0, 10 * 365 * 86400.0)
+        elif field == "commit_wait_s":
+            values[field] = _parse_float(name, raw, 0.0, 600.0)
         elif field == "open_project":
             if not ID_PATTERN.match(raw):
                 raise SettingsError(f"{name} must be a project id (letters, digits, '_', '-', "

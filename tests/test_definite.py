@@ -1,11 +1,16 @@
-"""The Definite Stream API (``POST /v2/stream``, append mode) from the user's side: every
-append example of its docs, its Python helpers run unchanged but for URL and key against a
-running service (rows read back from the lake), NDJSON as ``curl -d @-`` sends it, gzip and
-zstd, each status of its error table that applies, its limits, the quarantine split, and the
-temporary answers to ``mode: "merge"`` and ``wait: true``."""
+"""The Definite Stream API (``POST /v2/stream``) from the user's side: every example of its
+docs (append, merge), its Python helpers run unchanged but for URL and key against a running
+service (rows read back from the lake), NDJSON as ``curl -d @-`` sends it, gzip and zstd,
+each status of its error table that applies, its limits, merge semantics (replace, insert,
+repeated and missing keys, last admitted wins across queued requests and out-of-order
+commits), ``wait: true`` with a snapshot ``strictgate sql`` can time-travel to, and the
+quarantine split."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import gzip
 import json
 import os
@@ -17,12 +22,26 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+import redis.asyncio as aioredis
 import zstandard
 
-from strictgate.dialects.definite import MAX_DEPTH, MAX_FIELD_BYTES, MAX_ROWS, WAIT_WARNING
-from strictgate.embedded import free_port
-from tests.ingest_fixtures import Service
-from tests.serve_proc import Serves
+from quota import keys
+from strictgate.dialects.definite import (
+    MAX_DEPTH,
+    MAX_FIELD_BYTES,
+    MAX_ROWS,
+    WAIT_NO_LAKE_WARNING,
+    WAIT_TIMEOUT_WARNING,
+    WAIT_UNKNOWN_WARNING,
+)
+from strictgate.embedded import EmbeddedServer, free_port
+from strictgate.lake.engine import LakeConfig, connect
+from strictgate.lake.tables import table_name
+from strictgate.lake.writer import LakeEntry, LakeWriter
+from strictgate.worker.lake_sink import LakeWorker
+from tests.ingest_fixtures import Service, start_service
+from tests.serve_proc import Serves, clean_env, run_cli
 
 DATA = Path(__file__).parent / "data"
 FIELDS = {"success", "request_id", "stream_id", "table", "accepted", "successful_rows",
@@ -280,23 +299,193 @@ def test_merge_without_one_primary_key_column_is_a_422(svc: Service, dkey: str) 
     assert svc.drain() == []
 
 
-def test_merge_is_not_supported_yet(svc: Service, dkey: str) -> None:
-    infer(svc)
-    body = {"data": CUSTOMERS, "config": {"table": "bronze.customers", "mode": "merge",
-                                          "primary_key": ["id"]}}
-    r = post(svc, body, dkey)
-    assert r.status_code == 501, r.text
-    assert r.json()["errors"][0]["code"] == "merge_unsupported"
-    assert svc.drain() == []
+# --- merge: rows keyed on one column, drained by the real lake worker ------------------------
+
+MERGE_EXAMPLE = {"data": [{"id": 1, "name": "Alice", "email": "alice@new.com"},
+                          {"id": 2, "name": "Bob", "email": "bob@new.com"}],
+                 "config": {"table": "bronze.customers", "mode": "merge",
+                            "primary_key": ["id"]}}
 
 
-def test_wait_true_answers_that_the_rows_are_queued(svc: Service, dkey: str) -> None:
-    infer(svc)
-    body = {"data": CUSTOMERS, "config": {"table": "bronze.customers", "wait": True}}
-    r = post(svc, body, dkey)
+def merge_body(rows: list[dict[str, Any]], table: str = "bronze.customers") -> dict[str, Any]:
+    """A merge request keyed on ``id``."""
+    return {"data": rows, "config": {"table": table, "mode": "merge", "primary_key": ["id"]}}
+
+
+def lake_config(svc: Service) -> LakeConfig:
+    """The test's lake (beside the service's data)."""
+    return LakeConfig.local(svc.data_dir / "lake")
+
+
+def lake_drain(svc: Service, **options: Any) -> None:
+    """Run the real lake worker until the queues are empty."""
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(svc.redis_url)
+        worker = LakeWorker(client, lake_config(svc), reclaim_idle_ms=0, **options)
+        try:
+            await worker.drain()
+        finally:
+            worker.close()
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def table_rows(svc: Service, dataset: str = "bronze.customers",
+               columns: str = "id, name, email") -> list[tuple[Any, ...]]:
+    """The rows of a dataset's lake table, sorted."""
+    con = connect(lake_config(svc))
+    try:
+        return sorted(con.execute(f"SELECT {columns} FROM {table_name('p1', dataset)}"
+                                  ).fetchall())
+    finally:
+        con.close()
+
+
+def test_the_merge_example_replaces_stored_rows_and_inserts_new_keys(svc: Service, dkey: str
+                                                                    ) -> None:
+    svc.put_dataset("p1", "bronze.customers", CUSTOMER_DEFINITION)
+    assert post(svc, APPEND_EXAMPLE, dkey).status_code == 200
+    lake_drain(svc)
+    r = post(svc, MERGE_EXAMPLE, dkey, **{"X-Request-Id": "req-merge-1"})
     assert r.status_code == 200, r.text
-    assert r.json()["snapshot_id"] is None and r.json()["warnings"] == [WAIT_WARNING]
-    assert len(svc.drain()) == 2
+    assert {k: v for k, v in r.json().items() if k != "stream_id"} == {
+        "success": True, "request_id": "req-merge-1", "table": "bronze.customers",
+        "accepted": 2, "successful_rows": 2, "rejected_rows": 0, "partitions": [],
+        "snapshot_id": None, "warnings": [], "errors": []}
+    assert post(svc, merge_body([{"id": 3, "name": "Cy", "email": "cy@example.com"}]),
+                dkey).status_code == 200
+    lake_drain(svc)
+    assert table_rows(svc) == [(1, "Alice", "alice@new.com"), (2, "Bob", "bob@new.com"),
+                               (3, "Cy", "cy@example.com")]
+    assert table_rows(svc, columns='id, "__traceId"')[:2] == [(1, "req-merge-1"),
+                                                               (2, "req-merge-1")]
+
+
+@pytest.mark.parametrize("batch_records", [200_000, 1])
+def test_merges_of_the_same_keys_queued_at_once_keep_the_last_admitted(
+        svc: Service, dkey: str, batch_records: int) -> None:
+    """Three requests for keys 1 and 2 in the queue before the worker runs, committed in
+    one commit or one commit each; the last one (NDJSON, config in the query) included."""
+    svc.put_dataset("p1", "bronze.customers", CUSTOMER_DEFINITION)
+    first = [{"id": i, "name": "first", "email": f"{i}@first"} for i in (1, 2)]
+    assert post(svc, merge_body(first), dkey).status_code == 200
+    assert post(svc, merge_body([{"id": 1, "name": "second", "email": "1@second"}]),
+                dkey).status_code == 200
+    r = post(svc, b'{"id": 2, "name": "third", "email": "2@third"}\n', dkey,
+             "/v2/stream?table=bronze.customers&mode=merge&primary_key=id",
+             **{"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200, r.text
+    lake_drain(svc, batch_records=batch_records)
+    assert table_rows(svc) == [(1, "second", "1@second"), (2, "third", "2@third")]
+
+
+def test_merges_of_two_users_keep_the_last_admitted(svc: Service, dkey: str) -> None:
+    """Two users' requests are two queues (streams) of one table: ordered by the Redis
+    server time of their admission, here u2's first, then u1's."""
+    svc.put_dataset("p1", "bronze.customers", CUSTOMER_DEFINITION)
+    other = svc.create_key("p1", "u2")
+    assert post(svc, merge_body([{"id": 1, "name": "u2", "email": "e"}]), other
+                ).status_code == 200
+    time.sleep(0.01)
+    assert post(svc, merge_body([{"id": 1, "name": "u1", "email": "e"}]), dkey
+                ).status_code == 200
+    lake_drain(svc)
+    assert table_rows(svc) == [(1, "u1", "e")]
+
+
+def test_a_redelivered_merge_is_written_once_and_never_over_a_later_one(
+        svc: Service, dkey: str, sync_redis: redis.Redis) -> None:
+    """A worker died after committing the later of two merges of key 1, before XACK: the
+    next worker finds both pending, skips the committed one and writes the earlier one,
+    which must not replace the later row."""
+    svc.put_dataset("p1", "bronze.customers", CUSTOMER_DEFINITION)
+    for name in ("earlier", "later"):
+        assert post(svc, merge_body([{"id": 1, "name": name, "email": "e"}]), dkey
+                    ).status_code == 200
+    stream = keys.queue_key("u1", "p1", "bronze.customers")
+    with contextlib.suppress(redis.ResponseError):
+        sync_redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0")
+    reply: Any = sync_redis.xreadgroup(keys.QUEUE_GROUP, "dead", {stream: ">"})
+    delivered: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1]
+    assert len(delivered) == 2
+
+    async def commit_the_later() -> None:
+        client = aioredis.Redis.from_url(svc.redis_url)
+        try:
+            cache = LakeWorker(client, lake_config(svc)).definitions
+            await cache.prefetch({("p1", "bronze.customers", 1)})
+            writer = LakeWriter(lake_config(svc), cache)
+            writer.write([LakeEntry.from_fields(*delivered[1])], first_delivery=True)
+            writer.close()
+        finally:
+            await client.aclose()
+
+    asyncio.run(commit_the_later())
+    assert table_rows(svc) == [(1, "later", "e")]
+    lake_drain(svc)
+    assert table_rows(svc) == [(1, "later", "e")]
+    con = connect(lake_config(svc))
+    ledger = con.execute("SELECT count(*), count(DISTINCT entry_id) FROM"
+                         " lake.__strictgate.ledger WHERE dataset = 'bronze.customers'"
+                         ).fetchone()
+    con.close()
+    assert ledger == (2, 2)
+    assert sync_redis.xpending(stream, keys.QUEUE_GROUP)["pending"] == 0
+
+
+def test_a_repeated_key_refuses_the_whole_request_naming_both_rows(svc: Service, dkey: str
+                                                                  ) -> None:
+    infer(svc)
+    rows = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 1.0, "name": "c"}]
+    r = post(svc, merge_body(rows), dkey)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] == "Rows data[0] and data[2] have the same primary key id: a merge " \
+        "request must not repeat a key (the whole request is refused)"
+    assert [(e["code"], e["field"]) for e in body["errors"]] == [
+        ("duplicate_primary_key", "data[0].id"), ("duplicate_primary_key", "data[2].id")]
+    r = post(svc, b'{"id": "x"}\n{"id": "y"}\n{"id": "x"}\n', dkey,
+             "/v2/stream?table=bronze.customers&mode=merge&primary_key=id",
+             **{"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 400, r.text
+    assert "rows[0] and rows[2]" in r.json()["error"]
+    assert sync_redis_empty(svc)
+
+
+def sync_redis_empty(svc: Service) -> bool:
+    """Nothing was queued (the jsonl drain finds no entry)."""
+    return svc.drain() == []
+
+
+@pytest.mark.parametrize(("row", "code"), [
+    ({"name": "no id"}, "missing_primary_key"), ({"id": None, "name": "null id"},
+                                                 "missing_primary_key"),
+    ({"id": {"a": 1}, "name": "object id"}, "invalid_primary_key")])
+def test_a_row_without_a_key_value_is_a_400_naming_it(svc: Service, dkey: str,
+                                                      row: dict[str, Any], code: str) -> None:
+    infer(svc)
+    r = post(svc, merge_body([{"id": 1, "name": "ok"}, row]), dkey)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert (body["errors"][0]["code"], body["errors"][0]["field"]) == (code, "data[1].id")
+    assert "data[1]" in body["error"]
+    assert sync_redis_empty(svc)
+
+
+def test_a_merge_creates_and_merges_into_an_inferred_table(svc: Service, dkey: str) -> None:
+    infer(svc)
+    rows = [{"id": 1, "user_id": "u_42", "amount": 21.50},
+            {"id": 2, "user_id": "u_77", "amount": 9.00}]
+    assert post(svc, merge_body(rows, "bronze.events"), dkey).status_code == 200
+    lake_drain(svc)
+    again = [{"id": 2, "user_id": "u_77", "amount": 12.25},
+             {"id": 3, "user_id": "u_99", "amount": 1.0}]
+    assert post(svc, merge_body(again, "bronze.events"), dkey).status_code == 200
+    lake_drain(svc)
+    assert table_rows(svc, "bronze.events", "id, user_id, amount") == [
+        (1, "u_42", 21.5), (2, "u_77", 12.25), (3, "u_99", 1.0)]
 
 
 def test_429_over_quota(svc: Service, dkey: str) -> None:
@@ -464,3 +653,144 @@ def test_the_docs_python_helpers_and_curl_run_unchanged(serves: Serves, tmp_path
     assert sorted(row["event_type"] for row in rows) == ["click", "page_view", "zipped"]
     rows = _lake_rows(server.base, key, "bronze.clicks", 3)
     assert sorted(row["event_type"] for row in rows) == ["click", "page_view", "purchase"]
+
+
+@pytest.mark.slow
+def test_the_docs_upsert_helper_runs_unchanged(serves: Serves, tmp_path: Path) -> None:
+    """The docs' merge helper, run unchanged but for URL and key, replaces the rows an
+    append stored (read back from the lake through the records API)."""
+    server = serves.start(tmp_path / "var", free_port()).wait_healthy()
+    admin = server.admin()
+    r = httpx.put(f"{server.base}/admin/projects/demo/settings",
+                  json={"unknown_datasets": "infer"}, headers=admin)
+    assert r.status_code == 200, r.text
+    key = httpx.post(f"{server.base}/admin/projects/demo/keys", json={"user_id": "alice"},
+                     headers=admin).json()["api_key"]
+    url = f"{server.base}/v2/stream"
+    r = httpx.post(url, json=APPEND_EXAMPLE, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    assert len(_lake_rows(server.base, key, "bronze.customers", 2)) == 2
+    upsert = (DATA / "definite_upsert.py.txt").read_text().replace(
+        '"YOUR_API_KEY"', repr(key)).replace('"https://api.definite.app/v2/stream"', repr(url))
+    script = tmp_path / "upsert.py"
+    script.write_text(upsert + '\nprint(result["successful_rows"])\n')
+    done = subprocess.run([sys.executable, str(script)], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["2"]
+    deadline = time.monotonic() + 30
+    emails: list[str] = []
+    while time.monotonic() < deadline and emails != ["alice@new.com", "bob@new.com"]:
+        rows = _lake_rows(server.base, key, "bronze.customers", 2)
+        emails = sorted(row["email"] for row in rows)
+        time.sleep(0.2)
+    assert emails == ["alice@new.com", "bob@new.com"]
+
+
+# --- wait: true: the commit's snapshot --------------------------------------------------------
+
+def _wait_body(rows: list[dict[str, Any]], wait: bool = True) -> dict[str, Any]:
+    return {"data": rows, "config": {"table": "bronze.customers", "wait": wait}}
+
+
+def _customers(first: int, n: int) -> list[dict[str, Any]]:
+    return [{"id": i, "name": f"n{i}", "email": f"{i}@example.com"}
+            for i in range(first, first + n)]
+
+
+def _sql_at(data_dir: Path, snapshot: int) -> list[dict[str, Any]]:
+    """``strictgate sql`` (the console script) on the table as of ``snapshot``."""
+    query = ('SELECT count(*) AS n, max(id) AS top FROM p1."bronze.customers" '
+             f"AT (VERSION => {int(snapshot)})")
+    done = run_cli(clean_env(STRICTGATE_DATA_DIR=str(data_dir)), "sql", "--json", query)
+    assert done.returncode == 0, done.stderr
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
+
+
+def test_wait_true_answers_with_a_snapshot_strictgate_sql_time_travels_to(
+        data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> None:
+    for svc in start_service(data_dir, redis_url, STRICTGATE_RUN_WORKER="1"):
+        infer(svc)
+        key = svc.create_key("p1", "u1")
+        first = post(svc, _wait_body(_customers(1, 2)), key)
+        assert first.status_code == 200, first.text
+        assert first.json()["warnings"] == [] and first.json()["successful_rows"] == 2
+        second = post(svc, _wait_body(_customers(3, 1)), key, **{"Idempotency-Key": "w-1"})
+        again = post(svc, _wait_body(_customers(3, 1)), key, **{"Idempotency-Key": "w-1"})
+        ndjson = post(svc, b'{"id": 4, "name": "Dan", "email": "d@example.com"}\n', key,
+                      "/v2/stream?table=bronze.customers&wait=true",
+                      **{"Content-Type": "application/x-ndjson"})
+        queued = post(svc, _wait_body(_customers(5, 1), wait=False), key)
+        assert queued.status_code == 200, queued.text
+        assert queued.json()["snapshot_id"] is None and queued.json()["warnings"] == []
+    snapshots = [r.json()["snapshot_id"] for r in (first, second, ndjson)]
+    assert all(isinstance(s, int) for s in snapshots) and snapshots == sorted(set(snapshots))
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["snapshot_id"] == snapshots[1]
+    one, two, three = snapshots
+    assert _sql_at(data_dir, one) == [{"n": 2, "top": 2}]
+    assert _sql_at(data_dir, two) == [{"n": 3, "top": 3}]
+    assert _sql_at(data_dir, two - 1) == [{"n": 2, "top": 2}]
+    assert _sql_at(data_dir, three) == [{"n": 4, "top": 4}]
+    assert list(sync_redis.scan_iter("commit-waiters:*")) == []
+
+
+def test_wait_true_past_the_bound_answers_that_the_rows_are_queued(
+        data_dir: Path, redis_url: str, sync_redis: redis.Redis) -> None:
+    # no worker runs: the rows are never committed while the request waits
+    for svc in start_service(data_dir, redis_url, STRICTGATE_COMMIT_WAIT_S="1"):
+        infer(svc)
+        key = svc.create_key("p1", "u1")
+        started = time.monotonic()
+        r = post(svc, _wait_body(CUSTOMERS), key)
+        took = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        assert 1 <= took < 10
+        body = r.json()
+        assert body["success"] is True and body["successful_rows"] == 2
+        assert body["snapshot_id"] is None
+        assert body["warnings"] == [WAIT_TIMEOUT_WARNING.format(seconds=1)]
+        assert list(sync_redis.scan_iter("commit-waiters:*")) == []
+        assert len(svc.drain()) == 2
+
+
+def test_wait_true_without_a_lake_answers_at_once(data_dir: Path, redis_url: str,
+                                                  sync_redis: redis.Redis) -> None:
+    for svc in start_service(data_dir, redis_url, STRICTGATE_SINK="jsonl"):
+        infer(svc)
+        key = svc.create_key("p1", "u1")
+        started = time.monotonic()
+        r = post(svc, _wait_body(CUSTOMERS), key)
+        assert time.monotonic() - started < 10  # not the 30 s bound
+        assert r.status_code == 200, r.text
+        assert r.json()["snapshot_id"] is None
+        assert r.json()["warnings"] == [WAIT_NO_LAKE_WARNING]
+        assert list(sync_redis.scan_iter("commit-waiters:*")) == []
+        assert len(svc.drain()) == 2
+
+
+def test_wait_true_when_redis_fails_mid_wait_answers_that_the_rows_are_queued(
+        tmp_path: Path, data_dir: Path) -> None:
+    """Admitted rows are never answered with an error that invites a second copy."""
+    server = EmbeddedServer(tmp_path / "redis", persist=False).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        for svc in start_service(data_dir, server.url, STRICTGATE_COMMIT_WAIT_S="60"):
+            infer(svc)
+            key = svc.create_key("p1", "u1")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(post, svc, _wait_body(CUSTOMERS), key)
+                stream = keys.queue_key("u1", "p1", "bronze.customers")
+                deadline = time.monotonic() + 20
+                while not client.exists(stream) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                client.close()
+                server.stop()
+                r = answer.result(timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["snapshot_id"] is None
+            assert r.json()["warnings"] == [WAIT_UNKNOWN_WARNING]
+    finally:
+        client.close()
+        server.stop()

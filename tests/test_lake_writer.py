@@ -1,7 +1,8 @@
 """Exactly-once commits into a real DuckLake (SQLite catalog, Parquet files): redelivery,
 two writer processes racing on the same entries, SIGKILL before and after the commit, and
 the fence row that makes the loser of a race conflict (DuckDB-file catalog); each record's
-event (OneSight) stored beside it, and never misaligned."""
+event (OneSight) stored beside it, and never misaligned; merges (the last admitted row of
+each key kept, whatever order entries and writers commit in)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ import orjson
 import pytest
 
 from strictgate.lake.engine import LakeConfig, connect
-from strictgate.lake.tables import json_object_size
+from strictgate.lake.tables import admission_key, admission_position, json_object_size
 from strictgate.lake.writer import LakeEntry, LakeWriter, write_quarantine_stage, write_stage
-from strictgate.queue_entry import MalformedEntryError, QueuedEvent, QueueEntry, encode_events
+from strictgate.queue_entry import (
+    MERGE_KEY_MAX_CHARS,
+    MalformedEntryError,
+    QueuedEvent,
+    QueueEntry,
+    encode_events,
+)
 from tests.lake_support import (
     ROOT,
     SEED,
@@ -34,6 +41,7 @@ from tests.lake_support import (
     seed_record,
 )
 from tests.test_lake_tables import V2
+from validator.definition import normalize
 
 
 def counts(config: LakeConfig) -> tuple[int, int, int, int]:
@@ -335,3 +343,164 @@ def test_quarantined_records_with_line_breaks_still_make_one_stage_line(
         "SELECT record, error_codes FROM lake.__strictgate.quarantine").fetchall() == [
         ('{\n "a": 1}', ["c"])]
     writer.close()
+
+
+# --- merge: entries with a merge_key, last admitted row per key ------------------------------
+
+CUSTOMERS = normalize({"envelope": "none", "fields": {
+    "id": "integer", "name": "string", "seen": "timestamp"}})
+
+
+def customer_definitions(project: str, dataset: str, version: int) -> dict[str, Any]:
+    """Every dataset of the merge tests is the customers table."""
+    return CUSTOMERS
+
+
+def _merged(entry_id: str, rows: list[dict[str, Any]], *, key: str | None = "id"
+            ) -> LakeEntry:
+    """A merge entry (``key`` None: an append) of customer rows into p1.customers."""
+    entry = lake_entry(entry_id, "p1", "customers", 1, f"t-{entry_id}",
+                       "2026-06-10T11:00:00.123Z",
+                       payload(CUSTOMERS, [orjson.dumps(r) for r in rows]))
+    return dataclasses.replace(entry, queued=msgspec.structs.replace(entry.queued,
+                                                                     merge_key=key))
+
+
+def _c(i: int, name: str) -> dict[str, Any]:
+    return {"id": i, "name": name, "seen": "2026-06-10T10:00:00Z"}
+
+
+def customers(config: LakeConfig) -> list[tuple[int, str]]:
+    """(id, name) of every row of p1.customers, sorted."""
+    con = connect(config)
+    try:
+        return sorted(con.execute("SELECT id, name FROM lake.p1.customers").fetchall())
+    finally:
+        con.close()
+
+
+def test_a_merge_replaces_stored_rows_and_inserts_new_keys(tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, customer_definitions)
+    writer.write([_merged("u/1781000000001-0", [_c(1, "a"), _c(2, "b")])])
+    result = writer.write([_merged("u/1781000000002-0", [_c(2, "b2"), _c(3, "c")])])
+    assert (result.written, result.records) == (["u/1781000000002-0"], 2)
+    assert customers(config) == [(1, "a"), (2, "b2"), (3, "c")]
+    # the replacing row is the new one, whole: every column, its entry's system columns
+    con = connect(config)
+    row = con.execute('SELECT name, seen, "__entryId", "__traceId" FROM lake.p1.customers'
+                      " WHERE id = 2").fetchall()
+    con.close()
+    assert [(r[0], r[2], r[3]) for r in row] == [
+        ("b2", "u/1781000000002-0", "t-u/1781000000002-0")]
+
+
+def test_in_one_commit_the_last_admitted_entry_of_a_key_wins_whatever_the_order(
+        tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, customer_definitions)
+    # ms compared as numbers (9 < 10), then seq (also as a number: 2 < 10)
+    entries = [_merged("u/1781000000010-0", [_c(1, "ms10")]),
+               _merged("u/1781000000009-0", [_c(1, "ms9"), _c(2, "ms9")]),
+               _merged("u/1781000000010-10", [_c(2, "seq10")]),
+               _merged("u/1781000000010-2", [_c(2, "seq2"), _c(3, "seq2")])]
+    assert len(writer.write(entries).written) == 4
+    assert customers(config) == [(1, "ms10"), (2, "seq10"), (3, "seq2")]
+
+
+def test_two_writers_committing_out_of_admission_order_keep_the_last_admitted(
+        tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    older = _merged("u/1781000000100-0", [_c(1, "older"), _c(4, "only-older")])
+    newer = _merged("u/1781000000200-0", [_c(1, "newer")])
+    a = LakeWriter(config, customer_definitions)
+    b = LakeWriter(config, customer_definitions)
+    a.write([newer])
+    b.write([older])
+    assert customers(config) == [(1, "newer"), (4, "only-older")]
+    # exactly once: the older entry redelivered (to either writer) changes nothing
+    assert a.write([older]).skipped == ["u/1781000000100-0"]
+    assert b.write([newer, older]).written == []
+    assert customers(config) == [(1, "newer"), (4, "only-older")]
+
+
+def test_overlapping_merge_commits_conflict_and_the_retry_keeps_the_last_admitted(
+        tmp_path: Path) -> None:
+    """Writer A holds the older entry inside its transaction when writer B commits the newer
+    one: A's COMMIT conflicts on the fence and its retry sees B's row (DuckDB-file catalog,
+    as in the fence test above)."""
+    config = LakeConfig(catalog=str(tmp_path / "catalog.ducklake"),
+                        data_path=f"{tmp_path / 'data'}/")
+    (tmp_path / "data").mkdir()
+    older = _merged("u/1781000000100-0", [_c(1, "older"), _c(2, "older")])
+    newer = _merged("u/1781000000200-0", [_c(1, "newer")])
+    a = LakeWriter(config, customer_definitions)
+    b = LakeWriter(config, customer_definitions, con=a.con.cursor())
+    b.con.execute("USE lake")
+    b.layout("p1", "customers", 1)
+    raced: list[int] = []
+
+    def b_commits_first() -> None:
+        if not raced:
+            raced.append(len(b.write([newer]).written))
+
+    a.before_commit = b_commits_first
+    result = a.write([older], first_delivery=True)
+    assert raced == [1] and result.attempts == 2 and result.written == [older.entry_id]
+    rows = a.con.execute("SELECT id, name FROM lake.p1.customers ORDER BY id").fetchall()
+    assert rows == [(1, "newer"), (2, "older")]
+
+
+def test_appends_and_merges_in_one_commit_apply_in_admission_order(tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, customer_definitions)
+    writer.write([_merged("u/1781000000300-0", [_c(1, "appended-1"), _c(1, "appended-2")],
+                          key=None),
+                  _merged("u/1781000000302-0", [_c(1, "appended-after")], key=None),
+                  _merged("u/1781000000301-0", [_c(1, "merged"), _c(2, "merged")])])
+    assert customers(config) == [(1, "appended-after"), (1, "merged"), (2, "merged")]
+    # a later merge replaces every stored row of its key, appended or merged
+    writer.write([_merged("u/1781000000400-0", [_c(1, "last")])])
+    assert customers(config) == [(1, "last"), (2, "merged")]
+
+
+def test_a_merge_key_naming_no_field_writes_nothing(tmp_path: Path) -> None:
+    config = LakeConfig.local(tmp_path)
+    writer = LakeWriter(config, customer_definitions)
+    good = _merged("u/1781000000001-0", [_c(1, "a")])
+    bad = _merged("u/1781000000002-0", [_c(2, "b")], key="email")
+    with pytest.raises(MalformedEntryError, match="merge_key: names no field of version 1"):
+        writer.write([good, bad])
+    assert customers(config) == []
+
+
+def test_a_merge_key_is_queued_only_when_set_and_checked() -> None:
+    entry = _merged("u/1781000000001-0", [_c(1, "a")]).queued
+    fields = entry.to_fields()
+    assert list(fields)[-1] == "merge_key" and fields["merge_key"] == "id"
+    raw = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in fields.items()}
+    assert QueueEntry.from_fields(raw) == entry
+    plain = msgspec.structs.replace(entry, merge_key=None)
+    assert "merge_key" not in plain.to_fields()
+    for bad in ("", "  ", "a\nb", "x" * (MERGE_KEY_MAX_CHARS + 1)):
+        with pytest.raises(ValueError, match="merge_key"):
+            msgspec.structs.replace(entry, merge_key=bad).to_args()
+        with pytest.raises(MalformedEntryError, match="merge_key"):
+            QueueEntry.from_fields({**raw, b"merge_key": bad.encode()})
+    with pytest.raises(MalformedEntryError, match="merge_key: not UTF-8"):
+        QueueEntry.from_fields({**raw, b"merge_key": b"\xff"})
+
+
+def test_the_python_and_sql_admission_orders_agree(tmp_path: Path) -> None:
+    ids = ["u/1781000000010-0", "u/1781000000009-5", "u/1781000000010-10",
+           "u/1781000000010-2", "v/1781000000010-2", "u/x", "u/0-0", "a/b/99-1"]
+    con = connect(LakeConfig.local(tmp_path))
+    try:
+        sql = con.execute(
+            f"SELECT e FROM (SELECT unnest(?::VARCHAR[]) AS e) ORDER BY {admission_position('e')}",
+            [ids]).fetchall()
+    finally:
+        con.close()
+    assert [r[0] for r in sql] == sorted(ids, key=admission_key)
+    assert sorted(ids, key=admission_key)[-4:] == [
+        "u/1781000000010-0", "u/1781000000010-2", "v/1781000000010-2", "u/1781000000010-10"]

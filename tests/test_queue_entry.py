@@ -294,7 +294,7 @@ def test_quarantine_and_replay_fields_are_stored_last_only_when_set_and_read_bac
     sync_redis: redis.Redis,
 ) -> None:
     every = msgspec.structs.replace(REPLAYED, event_type="job", events=WITH_EVENTS.events,
-                                    quarantine=QUARANTINE)
+                                    quarantine=QUARANTINE, merge_key="id")
     for entry in (QUARANTINED, REPLAYED, every):
         sync_redis.xadd("s", entry.to_fields())  # type: ignore[arg-type]
     quarantined, replayed, stored = _stored(sync_redis, "s")

@@ -10,7 +10,7 @@ dataset, read and validate the body, admit and queue) is the same path for every
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +66,9 @@ class Split:
     events: list[EventMeta] | None = None
     """Per record (by its place in the request), for APIs with per-event ids: each id is
     stored once per project, a resent one acknowledged but neither counted nor stored."""
+    merge_key: str | None = None
+    """The one key column when the records are merged into their tables rather than
+    appended (Definite ``mode: "merge"``): queued as the entries' ``merge_key``."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,21 @@ class Dialect(abc.ABC):
     event_datasets_only: bool = False
     """Whether the API answers with server-assigned record ids, so it can only write to
     datasets whose definition has the ``event`` envelope."""
+
+    async def before_admission(self, ctx: AppContext, route: IngestRoute,
+                               principal: Principal, dataset_ids: Sequence[str]) -> None:
+        """Runs right before the request's entries (one per dataset of ``dataset_ids``) are
+        admitted, never for a dry run: what the answer will need set up first (Definite
+        ``wait: true`` watches for the commit). Raises an :class:`ApiError` to refuse.
+        Default: nothing."""
+        return None
+
+    async def after_admission(self, ctx: AppContext, route: IngestRoute,
+                              principal: Principal, outcome: Outcome) -> None:
+        """Runs once the entries are admitted (or replayed), right before :meth:`accepted`:
+        an async step the answer needs (Definite ``wait: true`` waits for the commit).
+        Not run when admission refused the request. Default: nothing."""
+        return None
 
     @abc.abstractmethod
     def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]

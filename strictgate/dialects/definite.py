@@ -29,12 +29,25 @@ tables are not partitioned), ``snapshot_id``, ``warnings``, ``errors``. ``tags``
 strictgate grammar (``{"success": false, "error", "errors": [...]}``), with the Definite
 statuses: 400, 401, 404, 413, 422, 429.
 
-Temporary, until the lake worker can merge and report commits:
+``mode: "merge"`` needs ``primary_key``, a list of exactly one column name (422
+``invalid_primary_key`` otherwise; ``primary_key`` with ``append`` too). Every row must
+carry that column with a string, number or boolean value (400 ``missing_primary_key`` or
+``invalid_primary_key`` naming the row), and no two rows of the request the same value
+(400 ``duplicate_primary_key`` naming both rows: the whole request is refused; numbers
+are compared by value, so ``1`` and ``1.0`` are the same key). The rows are queued with
+the key column as their entry's ``merge_key``, and the lake worker merges them: each
+replaces the stored rows with that key, or is inserted when the key is new, and of two
+writes of one key the one admitted last is kept, whatever order they are committed in
+(:mod:`strictgate.lake.writer`).
 
-* ``mode: "merge"`` answers 422 ``invalid_primary_key`` when ``primary_key`` is not a list
-  of exactly one column name, otherwise 501 ``merge_unsupported``;
-* ``wait: true`` answers like ``wait: false`` (rows durably queued, ``snapshot_id`` null)
-  with a warning saying so.
+``wait: false`` answers once the rows are durably queued, ``snapshot_id`` null. ``wait:
+true`` answers once the lake worker has committed them, with the id of the lake snapshot
+holding them (``strictgate sql`` reads the table as of it with ``AT (VERSION => <id>)``),
+waiting at most ``STRICTGATE_COMMIT_WAIT_S`` (:mod:`strictgate.ingest.commit_wait`). Past
+that bound, or when Redis cannot tell during the wait, the answer is still 200 (the rows
+are durably queued and will be committed: a retry would store them twice), with
+``snapshot_id`` null and a warning saying so; with ``STRICTGATE_SINK=jsonl`` (no lake) it
+answers at once, ``snapshot_id`` null and a warning.
 
 The core hands :meth:`Definite.split` the body only, while an NDJSON body's config is in the
 query string and the answer needs the request's config: :meth:`Definite.principal`, which
@@ -44,13 +57,16 @@ variable (each request runs in its own task, so it never leaks into another requ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import GenericAlias
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -63,6 +79,9 @@ from strictgate.dialects.base import Dialect, IngestRoute, Part, Split, envelope
 from strictgate.errors import ApiError, clip, error_response, json_response
 from strictgate.ingest.auth import authenticate
 from strictgate.ingest.body import accept_media_type, media_type
+from strictgate.ingest.commit_wait import unwatch_commits, wait_for_commit, watch_commits
+from strictgate.queue_entry import merge_key_problem
+from strictgate.unavailable import REDIS_FAILURES, redis_step
 from validator import compile_dataset
 
 if TYPE_CHECKING:
@@ -82,8 +101,15 @@ MAX_TAG_CHARS = 256
 """The longest tag name and value, in characters."""
 QUERY_CONFIG = ("table", "mode", "primary_key", "wait")
 """The query parameters of an NDJSON request (``dry_run`` besides)."""
-WAIT_WARNING = ("wait=true is not supported yet: the rows are durably queued and will be "
-                "committed to the lake shortly, so snapshot_id is null")
+WAIT_TIMEOUT_WARNING = (
+    "wait=true: the rows are durably queued and will be committed to the lake, but were not "
+    "committed within {seconds:g} s (STRICTGATE_COMMIT_WAIT_S), so snapshot_id is null")
+WAIT_UNKNOWN_WARNING = (
+    "wait=true: the rows are durably queued and will be committed to the lake; whether they "
+    "are committed yet could not be learned (Redis did not answer), so snapshot_id is null")
+WAIT_NO_LAKE_WARNING = (
+    "wait=true: this server writes JSON Lines files, not a lake (STRICTGATE_SINK=jsonl), so "
+    "there is no snapshot to wait for: the rows are durably queued and snapshot_id is null")
 
 accept_media_type(PATH, NDJSON)
 
@@ -162,6 +188,9 @@ class _Exchange:
     table: str = ""
     wait: bool = False
     warnings: list[str] = field(default_factory=list)
+    watching: bool = False
+    """Whether :meth:`Definite.before_admission` watches the table's queue for commits."""
+    snapshot_id: int | None = None
 
 
 _EXCHANGE: ContextVar[_Exchange] = ContextVar("definite_exchange")
@@ -181,8 +210,9 @@ def dataset_of(table: str, field_name: str) -> str:
     return ".".join(parts)
 
 
-def _mode(config: _Config, where: str) -> None:
-    """Refuse what append mode cannot take (see the module docstring on merge)."""
+def _mode(config: _Config, where: str) -> str | None:
+    """The merge key column (None: append), or an :class:`ApiError` for a mode and
+    ``primary_key`` that do not go together (see the module docstring on merge)."""
     if config.mode not in ("append", "merge"):
         raise ApiError(400, f"Invalid mode: {clip(config.mode, 40)} (append or merge)",
                        "invalid_mode", field=f"{where}mode")
@@ -191,12 +221,61 @@ def _mode(config: _Config, where: str) -> None:
         if key is not None:
             raise ApiError(422, "primary_key applies to mode merge only", "invalid_primary_key",
                            field=f"{where}primary_key")
-        return
-    if key is None or len(key) != 1 or not key[0]:
+        return None
+    if key is None or len(key) != 1 or merge_key_problem(key[0]) is not None:
         raise ApiError(422, "mode merge requires primary_key: a list of exactly one column "
                        "name", "invalid_primary_key", field=f"{where}primary_key")
-    raise ApiError(501, "mode merge is not supported yet", "merge_unsupported",
-                   field=f"{where}mode")
+    return key[0]
+
+
+def _key_identity(value: object) -> tuple[str, object] | None:
+    """What makes two key values the same key (numbers by value, never equal to a boolean
+    or a string), or None for a value that cannot be a key (null, object, array)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    return None
+
+
+def check_merge_keys(rows: list[bytes], key: str, record_path: str) -> None:
+    """400 unless every row carries ``key`` with a string, number or boolean value, no two
+    rows the same one (the first such pair named). One decode of the rows, the key's value
+    only (the rest of each row is skipped, not built)."""
+    struct = msgspec.defstruct("_Key", [("value", Any, msgspec.UNSET)],
+                               rename={"value": key})
+    try:
+        keys: list[Any] = msgspec.json.decode(b"[" + b",".join(rows) + b"]",
+                                              type=GenericAlias(list, (struct,)))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return  # not JSON objects: the validator names what is wrong
+    shown = clip(key, 80)
+    seen: dict[tuple[str, object], int] = {}
+    for index, row in enumerate(keys):
+        value = row.value
+        where = record_path.format(index=index)
+        if value is msgspec.UNSET or value is None:
+            raise ApiError(400, f"Row {where} has no value for the primary key {shown} "
+                           "(mode merge needs it on every row, not null)",
+                           "missing_primary_key", field=f"{where}.{shown}")
+        identity = _key_identity(value)
+        if identity is None:
+            raise ApiError(400, f"Row {where}: the primary key {shown} must be a string, "
+                           "a number or a boolean", "invalid_primary_key",
+                           field=f"{where}.{shown}")
+        first = seen.setdefault(identity, index)
+        if first != index:
+            before = record_path.format(index=first)
+            raise ApiError(
+                400, f"Rows {before} and {where} have the same primary key {shown}: a "
+                "merge request must not repeat a key (the whole request is refused)",
+                "duplicate_primary_key", field=f"{where}.{shown}", errors=[
+                    {"index": i, "code": "duplicate_primary_key",
+                     "field": f"{record_path.format(index=i)}.{shown}",
+                     "message": f"Rows {before} and {where} have the same primary key"}
+                    for i in (first, index)])
 
 
 def _tags(config: _Config) -> None:
@@ -401,19 +480,57 @@ class Definite(Dialect):
             config, rows, record_path = _json_body(body)
             where, name_path = "config.", "config.table"
         dataset_id = dataset_of(config.table, name_path)
-        _mode(config, where)
+        merge_key = _mode(config, where)
         _tags(config)
         most = max_records
         if len(rows) > most:
             raise ApiError(413, f"Too many rows in one request (at most {most})",
                            "too_many_rows")
         check_row_limits(rows, record_path)
+        if merge_key is not None:
+            check_merge_keys(rows, merge_key, record_path)
         exchange.table = dataset_id
         exchange.wait = config.wait
-        if config.wait:
-            exchange.warnings.append(WAIT_WARNING)
         return Split([Part(dataset_id, rows, list(range(len(rows))))], len(rows), None,
-                     record_path, name_path, flat=False)
+                     record_path, name_path, flat=False, merge_key=merge_key)
+
+    async def before_admission(self, ctx: AppContext, route: IngestRoute,
+                               principal: Principal, dataset_ids: Sequence[str]) -> None:
+        """``wait: true`` with the lake sink: watch the table's queue for the commit (before
+        admission, so the worker cannot commit the rows unseen); a 503 when Redis fails."""
+        exchange = _EXCHANGE.get()
+        if not exchange.wait or ctx.settings.sink != "lake":
+            return
+        async with redis_step(ctx.settings.redis_deadline_s):
+            await watch_commits(ctx.redis, principal.user_id, principal.project_id,
+                                exchange.table, ctx.settings.commit_wait_s)
+        exchange.watching = True
+
+    async def after_admission(self, ctx: AppContext, route: IngestRoute,
+                              principal: Principal, outcome: Outcome) -> None:
+        """``wait: true``: wait for the commit of the rows (see the module docstring)."""
+        exchange = _EXCHANGE.get()
+        if not exchange.wait:
+            return
+        if not exchange.watching:
+            exchange.warnings.append(WAIT_NO_LAKE_WARNING)
+            return
+        bound = ctx.settings.commit_wait_s
+        try:
+            exchange.snapshot_id = await wait_for_commit(
+                ctx.redis, principal.user_id, principal.project_id, exchange.table,
+                outcome.entry_ids, bound)
+        except REDIS_FAILURES:
+            exchange.warnings.append(WAIT_UNKNOWN_WARNING)
+        else:
+            if exchange.snapshot_id is None:
+                exchange.warnings.append(WAIT_TIMEOUT_WARNING.format(seconds=bound))
+        finally:
+            # the watch expires on its own: a failure here only delays that
+            with contextlib.suppress(*REDIS_FAILURES):
+                async with asyncio.timeout(ctx.settings.redis_deadline_s):
+                    await unwatch_commits(ctx.redis, principal.user_id, principal.project_id,
+                                          exchange.table)
 
     def accepted(self, route: IngestRoute, outcome: Outcome, headers: dict[str, str]
                  ) -> Response:
@@ -431,7 +548,7 @@ class Definite(Dialect):
             "stream_id": stream_id(exchange.idempotency_key, exchange.project_id),
             "table": exchange.table, "accepted": outcome.count + rejected,
             "successful_rows": outcome.count, "rejected_rows": rejected, "partitions": [],
-            "snapshot_id": None, "warnings": warnings, "errors": errors,
+            "snapshot_id": exchange.snapshot_id, "warnings": warnings, "errors": errors,
         }, 200, headers)
 
     def error(self, route: IngestRoute | None, err: ApiError) -> Response:

@@ -76,6 +76,10 @@ class Outcome:
     """Events acknowledged without being counted or stored again (per-event ids)."""
     quarantined: Quarantined | None = None
     """The records kept in the quarantine (the dataset's ``on_invalid`` policy), if any."""
+    entry_ids: tuple[str, ...] = ()
+    """The queue stream id of every entry admitted (a replay: the first admission's)."""
+    entry_datasets: tuple[str, ...] = ()
+    """The dataset of each of ``entry_ids``, in the same order."""
 
 
 async def resolve_dataset(ctx: AppContext, project_id: str, dataset_id: str
@@ -385,7 +389,7 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
             records=payload, trace_id=request.state.request_id,
             dataset_version=item.resolved.version, received_at=received_at,
             project_id=project, dataset_id=item.part.dataset_id, user_id=principal.user_id,
-            event_type=split.event_type,
+            event_type=split.event_type, merge_key=split.merge_key,
             quarantine=None if item.quarantined is None
             else quarantine_field(item.quarantined.items),
         ), item.count))
@@ -427,13 +431,15 @@ async def _submit_events(request: Request, ctx: AppContext, route: IngestRoute,
     (:mod:`strictgate.ingest.events`), and answer in the route's dialect."""
     ids = assign_ids(metas, event_ids(len(metas), principal.user_id, principal.project_id,
                                       idem_key))
+    await route.dialect.before_admission(ctx, route, principal,
+                                         [item.part.dataset_id for item in checked])
     started = time.perf_counter()
     admission = await admit_events(ctx, principal, checked, metas, ids,
                                    trace_id=request.state.request_id, received_at=received_at,
                                    idem_key=idem_key, digest=digest)
     request.app.state.metrics.admission_seconds.observe(time.perf_counter() - started)
-    return _answer(request, route, principal, admission.outcome, admission.entries,
-                   admission.ids, admission.duplicates, quarantined)
+    return await _answer(request, route, principal, admission.outcome, admission.entries,
+                         admission.ids, admission.duplicates, quarantined)
 
 
 async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principal: Principal,
@@ -441,6 +447,8 @@ async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principa
                  digest: str, quarantined: Quarantined | None = None) -> Response:
     """Admit ``entries`` (each with its record count) in one Redis script, all or none,
     and answer in the route's dialect."""
+    await route.dialect.before_admission(ctx, route, principal,
+                                         [entry.dataset_id for entry, _ in entries])
     started = time.perf_counter()
     if len(entries) == 1:
         outcome = await ctx.quota.admit(entries[0][0], count=entries[0][1],
@@ -450,12 +458,13 @@ async def _admit(request: Request, ctx: AppContext, route: IngestRoute, principa
             [entry for entry, _ in entries], counts=[n for _, n in entries],
             idempotency_key=idem_key, request_digest=digest)
     request.app.state.metrics.admission_seconds.observe(time.perf_counter() - started)
-    return _answer(request, route, principal, outcome, entries, ids, 0, quarantined)
+    return await _answer(request, route, principal, outcome, entries, ids, 0, quarantined)
 
 
-def _answer(request: Request, route: IngestRoute, principal: Principal,
-            outcome: AdmissionResult, entries: list[tuple[QueueEntry, int]], ids: list[str],
-            duplicates: int, quarantined: Quarantined | None = None) -> Response:
+async def _answer(request: Request, route: IngestRoute, principal: Principal,
+                  outcome: AdmissionResult, entries: list[tuple[QueueEntry, int]],
+                  ids: list[str], duplicates: int, quarantined: Quarantined | None = None
+                  ) -> Response:
     """The dialect's answer to an admission's outcome (an :class:`ApiError` for a
     refusal)."""
     metrics = request.app.state.metrics
@@ -475,11 +484,17 @@ def _answer(request: Request, route: IngestRoute, principal: Principal,
             for entry, n in entries:
                 metrics.child(metrics.records_accepted, project, entry.dataset_id).inc(n)
         headers.update(answers.quota_headers(outcome.limit, outcome.remaining, outcome.resets_at))
-        return route.dialect.accepted(route, Outcome(
+        # a replay's entries are those of the same request again, so in the same order
+        entry_ids = tuple(e for e in outcome.entry_ids if e)
+        datasets = tuple(entry.dataset_id for entry, _ in entries)
+        answer = Outcome(
             count=count, ids=ids, replayed=replayed, limit=outcome.limit,
             remaining=outcome.remaining, resets_at=outcome.resets_at, duplicates=duplicates,
-            quarantined=quarantined,
-        ), headers)
+            quarantined=quarantined, entry_ids=entry_ids,
+            entry_datasets=datasets if len(datasets) == len(entry_ids) else (),
+        )
+        await route.dialect.after_admission(context_of(request), route, principal, answer)
+        return route.dialect.accepted(route, answer, headers)
     if isinstance(outcome, QuotaExceeded):
         for entry, _ in entries:
             metrics.child(metrics.quota_rejections, project, entry.dataset_id).inc()

@@ -15,6 +15,20 @@ transaction, finds the ledger rows and writes nothing. A writer killed before CO
 nothing behind (its staged Parquet files are not in the catalog: ``ducklake_delete_orphaned_
 files`` removes them); killed after it, the ledger says the entries are written.
 
+Merges. An entry with a ``merge_key`` (Definite ``mode: "merge"``) is written in the same
+transaction and ledger as any other, by a DELETE and an INSERT
+(:func:`strictgate.lake.tables.merge_sql`) instead of a plain INSERT: per key, the last
+admitted of its records replaces the stored rows admitted before it and is dropped when
+a row admitted after it is stored already. Admission order is the order of the stream ids
+in the entry ids (:func:`strictgate.lake.tables.admission_position`), compared in SQL with
+the ``__entryId`` of stored rows, so no extra column is kept. Several writers may commit a
+dataset's entries in any order: the fence UPDATE makes two overlapping commits conflict,
+the loser retries on top of the winner's rows, and the comparison keeps the last admitted
+row. Mixed with appends in one commit, the entries are applied in admission order, in runs
+(:func:`runs`). Across writers, appends and merges of one key do not commute: an append
+committed before an older merge loses nothing, but that merge then stores nothing for the
+key (the newer appended row is kept).
+
 Entry ids are the ledger's key within a dataset, so a caller reading several streams of one
 dataset (one per user) qualifies them: :meth:`LakeEntry.from_fields` uses
 ``<user_id>/<stream entry id>``.
@@ -53,12 +67,15 @@ from strictgate.lake.tables import (
     META,
     QUARANTINE_TABLE,
     Layout,
+    admission_key,
     ensure_layout,
     fence_table,
     insert_sql,
+    merge_sql,
     quarantine_insert_sql,
 )
 from strictgate.queue_entry import (
+    MalformedEntryError,
     QueueEntry,
     check_event_count,
     check_replay_count,
@@ -227,6 +244,52 @@ def _split(entries: Sequence[LakeEntry], parts: int) -> list[list[LakeEntry]]:
     return runs
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Entries of one table stored by one statement (append) or one DELETE and INSERT
+    (merge): one dataset version, one mode."""
+
+    version: int
+    merge_key: str | None
+    entries: list[LakeEntry]
+
+
+def runs(entries: Sequence[LakeEntry]) -> list[Run]:
+    """How one commit stores the entries of one table.
+
+    Appends only: one run per dataset version, in any order (appends commute). With a
+    merge among them, the entries in admission order (:func:`~strictgate.lake.tables.
+    admission_key`, the order of their stream ids), cut into runs of consecutive entries
+    of one version and one mode (and key): each run then sees the table as the runs
+    before it left it, as if the entries were committed one by one in admission order."""
+    if all(entry.queued.merge_key is None for entry in entries):
+        by_version: dict[int, list[LakeEntry]] = {}
+        for entry in entries:
+            by_version.setdefault(entry.queued.dataset_version, []).append(entry)
+        return [Run(version, None, group) for version, group in by_version.items()]
+    out: list[Run] = []
+    for entry in sorted(entries, key=lambda e: admission_key(e.entry_id)):
+        queued = entry.queued
+        last = out[-1] if out else None
+        if last is not None and (last.version, last.merge_key) == (
+                queued.dataset_version, queued.merge_key):
+            last.entries.append(entry)
+        else:
+            out.append(Run(queued.dataset_version, queued.merge_key, [entry]))
+    return out
+
+
+def merge_column(layout: Layout, merge_key: str) -> str:
+    """The column a merge keyed on field ``merge_key`` compares (its typed column);
+    :class:`~strictgate.queue_entry.MalformedEntryError` when the layout's version has no
+    such field (nothing to key on: the entry cannot be written)."""
+    for fc in layout.fields:
+        if fc.field == merge_key:
+            return fc.column
+    raise MalformedEntryError("merge_key", f"names no field of version {layout.version} "
+                              "of the dataset")
+
+
 def default_stage_dir() -> Path:
     """Where stage files go: RAM (/dev/shm) when there is one; they live for one commit."""
     shm = Path("/dev/shm")
@@ -348,9 +411,12 @@ class LakeWriter:
         file not yet compacted). A retry always looks: a conflict may mean another writer
         committed them (one that claimed them as pending).
 
-        An entry with ``events`` or ``replay_of`` that are not one per record raises
+        An entry with ``events`` or ``replay_of`` that are not one per record, or with a
+        ``merge_key`` that names no field of its version, raises
         :class:`~strictgate.queue_entry.MalformedEntryError` before anything is written
-        (the lake worker dead-letters it, as any entry whose data cannot be written)."""
+        (the lake worker dead-letters it, as any entry whose data cannot be written).
+
+        Entries with a ``merge_key`` are merged (see :func:`runs`)."""
         result = CommitResult()
         if not entries:
             return result
@@ -361,7 +427,9 @@ class LakeWriter:
             check_events(entry)
             queued = entry.queued
             by_key.setdefault((queued.project_id, queued.dataset_id), {})[entry.entry_id] = entry
-            self.layout(queued.project_id, queued.dataset_id, queued.dataset_version)
+            layout = self.layout(queued.project_id, queued.dataset_id, queued.dataset_version)
+            if queued.merge_key is not None:
+                merge_column(layout, queued.merge_key)
         stage = self.stage_dir / f"{STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         stage.mkdir(parents=True)
         try:
@@ -395,19 +463,8 @@ class LakeWriter:
                 result.skipped.extend(eid for eid in group if eid in done)
                 if not todo:
                     continue
-                by_version: dict[int, list[LakeEntry]] = {}
-                for entry in todo:
-                    by_version.setdefault(entry.queued.dataset_version, []).append(entry)
-                for version, version_entries in by_version.items():
-                    paths = []
-                    longest = 0
-                    for run in _split(version_entries, self.threads):
-                        path = stage / f"{len(list(stage.iterdir()))}.ndjson"
-                        longest = max(longest, write_stage(path, run))
-                        paths.append(str(path))
-                    layout = self.layout(project, dataset, version)
-                    inserted = con.execute(insert_sql(layout, paths, longest)).fetchone()
-                    result.records += int(inserted[0]) if inserted else 0
+                for run in runs(todo):
+                    result.records += self._apply(con, project, dataset, run, stage)
                 for entry in todo:
                     ledger_rows.append((project, dataset, entry.entry_id,
                                         _count_records(entry)))
@@ -431,6 +488,25 @@ class LakeWriter:
             raise
         result.commit_s = time.perf_counter() - started
         return result
+
+    def _apply(self, con: duckdb.DuckDBPyConnection, project: str, dataset: str,
+               run: Run, stage: Path) -> int:
+        """Inside the commit: store the records of one run; returns how many it took (a
+        merge counts every record it merged, stored or not)."""
+        paths = []
+        longest = 0
+        for part in _split(run.entries, self.threads):
+            path = stage / f"{len(list(stage.iterdir()))}.ndjson"
+            longest = max(longest, write_stage(path, part))
+            paths.append(str(path))
+        layout = self.layout(project, dataset, run.version)
+        if run.merge_key is None:
+            inserted = con.execute(insert_sql(layout, paths, longest)).fetchone()
+            return int(inserted[0]) if inserted else 0
+        delete, insert = merge_sql(layout, paths, longest, merge_column(layout, run.merge_key))
+        con.execute(delete)
+        con.execute(insert)
+        return sum(_count_records(entry) for entry in run.entries)
 
     @staticmethod
     def _quarantine(con: duckdb.DuckDBPyConnection, written: Sequence[LakeEntry],

@@ -32,6 +32,12 @@ the worker deletes the quarantined records older than their dataset's
 connection between two commits. A purge that fails is logged and tried again at the next
 interval; ingest never waits for it. Several workers may purge the same rows: a delete of
 what is gone deletes nothing.
+
+Commit notification (Definite ``wait: true``, :mod:`strictgate.ingest.commit_wait`): before
+a commit the worker reads which of its entries' queues a request is waiting on
+(:func:`watched_queues`, one round trip); for those only, it learns the snapshot id holding
+each entry's rows (:func:`commit_snapshots`) and sets the entry's marker
+(:func:`mark_committed`) before acknowledging it.
 """
 
 from __future__ import annotations
@@ -47,13 +53,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from quota import keys
 from strictgate.context import utc_now
-from strictgate.lake.engine import LakeConfig, is_retryable
+from strictgate.lake.engine import ALIAS, LakeConfig, is_retryable
 from strictgate.lake.maintenance import purge_quarantine, quarantined_datasets
+from strictgate.lake.tables import META
 from strictgate.lake.writer import CACHE_LIMIT_BYTES, CommitResult, LakeEntry, LakeWriter
 from strictgate.queue_entry import QueueEntry, check_event_count, check_replay_count
 from strictgate.redact import redacted
@@ -372,10 +380,12 @@ class LakeWorker(Worker):
                              first_delivery: bool) -> int:
         if not items:
             return 0
+        watched = await watched_queues(self.redis, [i[2].queued for i in items])
         try:
             async with self._writing:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._lake_thread, self._write_sync, [i[2] for i in items], first_delivery)
+                result, snapshots = await asyncio.get_running_loop().run_in_executor(
+                    self._lake_thread, self._write_sync, [i[2] for i in items], first_delivery,
+                    bool(watched))
         except DATA_ERRORS as exc:
             if len(items) == 1:
                 await self.dead_letter(items[0][0], items[0][1], "malformed_record", exc)
@@ -386,6 +396,8 @@ class LakeWorker(Worker):
                     + await self._commit_parsed(items[half:], first_delivery))
         faults.maybe_die("after_commit")
         self.health.succeeded()
+        if watched:
+            await mark_committed(self.redis, [i[2] for i in items], snapshots, watched)
         by_stream: dict[str, tuple[list[bytes], int]] = {}
         for stream, (entry_id, _), _, count in items:
             ids, records = by_stream.get(stream, ([], 0))
@@ -408,10 +420,19 @@ class LakeWorker(Worker):
             self.on_batch(items[0][0], result.records, self.stats.last_lag_s)
         return result.records
 
-    def _write_sync(self, entries: list[LakeEntry], first_delivery: bool) -> CommitResult:
-        """In the worker's thread: one commit; storage failures become SinkError."""
+    def _write_sync(self, entries: list[LakeEntry], first_delivery: bool,
+                    snapshots: bool = False) -> tuple[CommitResult, dict[str, int]]:
+        """In the worker's thread: one commit; storage failures become SinkError. With
+        ``snapshots``, also the snapshot id holding each entry's rows, by ledger id
+        (:func:`commit_snapshots`), else ``{}``."""
         try:
-            return self._open_writer().write(entries, first_delivery=first_delivery)
+            writer = self._open_writer()
+            if not snapshots:
+                return writer.write(entries, first_delivery=first_delivery), {}
+            before = current_snapshot(writer.con)
+            result = writer.write(entries, first_delivery=first_delivery)
+            # writer.con again: the write may have replaced the connection
+            return result, commit_snapshots(writer.con, entries, result, before)
         except DATA_ERRORS:
             raise
         except (duckdb.Error, OSError) as exc:
@@ -439,3 +460,83 @@ class LakeWorker(Worker):
 def _version_of(entry: QueueEntry) -> tuple[str, str, int]:
     """The definition version an entry's records were validated against."""
     return entry.project_id, entry.dataset_id, entry.dataset_version
+
+
+# --- commit notification (strictgate.ingest.commit_wait) ------------------------------------
+
+COMMITTED_TTL_S = 300
+"""Seconds a :func:`quota.keys.committed_key` marker lives: far longer than a waiter's
+pause between two looks, so a retry with the same Idempotency-Key soon after still finds
+its snapshot."""
+_LEDGER_SNAPSHOTS = (f"SELECT entry_id, snapshot_id FROM {ALIAS}.{META}.ledger WHERE project = ?"
+                     " AND dataset = ? AND list_contains(from_json(?, '[\"VARCHAR\"]'), entry_id)")
+
+
+def _queue_of(entry: QueueEntry) -> tuple[str, str, str]:
+    return entry.user_id, entry.project_id, entry.dataset_id
+
+
+async def watched_queues(redis: aioredis.Redis, entries: Sequence[QueueEntry]
+                         ) -> set[tuple[str, str, str]]:
+    """The queues (user, project, dataset) of ``entries`` that a request waits on
+    (:func:`strictgate.ingest.commit_wait.watch_commits`); one round trip. Read after the
+    entries were read from their streams, hence after their admission, so it sees every
+    watch taken before that admission."""
+    queues = sorted({_queue_of(entry) for entry in entries})
+    async with redis.pipeline(transaction=False) as pipe:
+        for user, project, dataset in queues:
+            pipe.get(keys.commit_waiters_key(user, project, dataset))
+        counts = await pipe.execute()
+    return {queue for queue, count in zip(queues, counts, strict=True)
+            if count is not None and int(count) > 0}
+
+
+async def mark_committed(redis: aioredis.Redis, entries: Sequence[LakeEntry],
+                         snapshots: Mapping[str, int],
+                         watched: set[tuple[str, str, str]]) -> None:
+    """Set the :func:`quota.keys.committed_key` marker (the snapshot id, for
+    :data:`COMMITTED_TTL_S`) of every entry of a ``watched`` queue; one round trip. Runs
+    before the entries are acknowledged: a worker dying in between leaves them pending, and
+    their redelivery (skipped as ledgered) marks them again."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry in entries:
+            queued = entry.queued
+            snapshot = snapshots.get(entry.entry_id)
+            if snapshot is None or _queue_of(queued) not in watched:
+                continue
+            stream_id = entry.entry_id.partition("/")[2]
+            pipe.set(keys.committed_key(queued.user_id, queued.project_id, queued.dataset_id,
+                                        stream_id), snapshot, ex=COMMITTED_TTL_S)
+        await pipe.execute()
+
+
+def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    """The lake's latest snapshot id."""
+    row = con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def commit_snapshots(con: duckdb.DuckDBPyConnection, entries: Sequence[LakeEntry],
+                     result: CommitResult, before: int) -> dict[str, int]:
+    """The snapshot id holding each entry's rows, by ledger id, after the commit of
+    ``result``; ``before`` is :func:`current_snapshot` read just before it.
+
+    When the lake moved by exactly one snapshot and the call wrote every entry, that
+    snapshot is this commit's (about 1 ms). Otherwise (entries skipped as written before, a
+    table created, another writer, a compaction or a purge committed in between) each
+    entry's snapshot is read from the ledger: its rows' ``snapshot_id`` is the commit that
+    added them, exact for entries written by an earlier delivery too, and kept by
+    compaction; but it reads the ledger files not compacted yet (tens of ms)."""
+    after = current_snapshot(con)
+    if after == before + 1 and result.written and not result.skipped:
+        return dict.fromkeys(result.written, after)
+    by_dataset: dict[tuple[str, str], list[str]] = {}
+    for entry in entries:
+        by_dataset.setdefault((entry.queued.project_id, entry.queued.dataset_id),
+                              []).append(entry.entry_id)
+    found: dict[str, int] = {}
+    for (project, dataset), ids in by_dataset.items():
+        rows = con.execute(_LEDGER_SNAPSHOTS, [project, dataset,
+                                               orjson.dumps(ids).decode()]).fetchall()
+        found.update((str(entry_id), int(snapshot)) for entry_id, snapshot in rows)
+    return found
