@@ -291,46 +291,44 @@ class QuarantineTable:
         """Store each row's new errors (and the version it failed now, and when): one
         transaction, retried on a commit conflict (the worker deletes replayed rows from
         the same table). A row gone meanwhile (replayed elsewhere) is left gone."""
-        if not failed:
-            return
-        with self._lock:
-            self._record_errors(project, dataset, version, checked_at, failed)
-
-    def _record_errors(self, project: str, dataset: str, version: int, checked_at: datetime,
-                       failed: Sequence[tuple[QuarantineRow, list[FieldError]]]) -> None:
-        try:
-            if self._writer is None:
-                self._writer = connect(self.config)
-            con = self._writer
-            # a transaction may write to one database only: the new values are staged in a
-            # temporary table first, outside the lake's transaction
-            con.execute("CREATE OR REPLACE TEMP TABLE replay_errors (entry_id VARCHAR,"
-                        " seq INTEGER, errors VARCHAR, error_codes VARCHAR[])")
-            con.executemany("INSERT INTO temp.main.replay_errors VALUES (?, ?, ?, ?)", [
-                [row.entry_id, row.seq, _errors_json(errors),
-                 sorted({e.code for e in errors})] for row, errors in failed])
-            retry(lambda: _update(con, project, dataset, version, checked_at))
-        except duckdb.Error as exc:
-            raise LakeUnavailableError(redacted(str(exc))[:300]) from None
+        self._staged(
+            "replay_errors (entry_id VARCHAR, seq INTEGER, errors VARCHAR, error_codes"
+            " VARCHAR[])",
+            [[row.entry_id, row.seq, _errors_json(errors), sorted({e.code for e in errors})]
+             for row, errors in failed],
+            f"UPDATE {TABLE} AS q SET errors = s.errors::JSON, error_codes = s.error_codes,"
+            " dataset_version = ?, checked_at = ? FROM temp.main.replay_errors AS s"
+            " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = s.entry_id"
+            " AND q.seq = s.seq", [version, checked_at, project, dataset])
 
     def forget(self, project: str, dataset: str, rows: Sequence[QuarantineRow]) -> None:
         """Delete ``rows`` from the quarantine (duplicates of accepted events): one
         transaction, retried on a commit conflict."""
-        if not rows:
+        self._staged(
+            "replay_forget (entry_id VARCHAR, seq INTEGER)",
+            [[row.entry_id, row.seq] for row in rows],
+            f"DELETE FROM {TABLE} AS q USING temp.main.replay_forget AS s"
+            " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = s.entry_id"
+            " AND q.seq = s.seq", [project, dataset])
+
+    def _staged(self, table: str, values: list[list[Any]], statement: str,
+                params: list[Any]) -> None:
+        """Stage ``values`` in the temporary ``table`` (its name and columns), then run
+        ``statement`` against the lake in one transaction, retried on a commit conflict.
+        A transaction may write to one database only: the values are staged first, outside
+        the lake's transaction."""
+        if not values:
             return
+        name = table.split(" ", 1)[0]
         with self._lock:
             try:
                 if self._writer is None:
                     self._writer = connect(self.config)
                 con = self._writer
-                con.execute("CREATE OR REPLACE TEMP TABLE replay_forget (entry_id VARCHAR,"
-                            " seq INTEGER)")
-                con.executemany("INSERT INTO temp.main.replay_forget VALUES (?, ?)",
-                                [[row.entry_id, row.seq] for row in rows])
-                retry(lambda: _transaction(con, (
-                    f"DELETE FROM {TABLE} AS q USING temp.main.replay_forget AS f"
-                    " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = f.entry_id"
-                    " AND q.seq = f.seq"), [project, dataset]))
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {table}")
+                marks = ", ".join("?" for _ in values[0])
+                con.executemany(f"INSERT INTO temp.main.{name} VALUES ({marks})", values)
+                retry(lambda: _transaction(con, statement, params))
             except duckdb.Error as exc:
                 raise LakeUnavailableError(redacted(str(exc))[:300]) from None
 
@@ -361,16 +359,6 @@ def _where(project: str, dataset: str, flt: ReplayFilter,
         where.append(f"({_ORDER}) > (?, ?, ?)")
         params.extend(after)
     return " AND ".join(where), params
-
-
-def _update(con: duckdb.DuckDBPyConnection, project: str, dataset: str, version: int,
-            checked_at: datetime) -> None:
-    """One attempt of the error update (see :meth:`QuarantineTable.record_errors`)."""
-    _transaction(con, (
-        f"UPDATE {TABLE} AS q SET errors = u.errors::JSON, error_codes = u.error_codes,"
-        " dataset_version = ?, checked_at = ? FROM temp.main.replay_errors AS u"
-        " WHERE q.project = ? AND q.dataset = ? AND q.entry_id = u.entry_id"
-        " AND q.seq = u.seq"), [version, checked_at, project, dataset])
 
 
 def _transaction(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> None:
