@@ -14,7 +14,7 @@ import functools
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,7 @@ from strictgate.ingest.dry_run import Verdict, wants_dry_run
 from strictgate.ingest.dry_run import answer as dry_run_answer
 from strictgate.ingest.event_records import complete_events
 from strictgate.ingest.events import CheckedPart, admit_events, assign_ids
-from strictgate.ingest.quarantine import Quarantined, quarantines, separate
+from strictgate.ingest.quarantine import Quarantined, Separated, quarantines, separate
 from strictgate.ingest.quarantine import entry_field as quarantine_field
 from strictgate.ingest.selectors import idempotency_key, request_digest, request_id
 from strictgate.queue_entry import QueueEntry
@@ -198,19 +198,13 @@ async def _check(request: Request, ctx: AppContext, route: IngestRoute, principa
     """Validate ``body`` and apply the dataset's ``on_invalid`` policy, then the dialect's
     rewrite and last check on the valid records; a 400 when invalid records refuse it."""
     batch = route.batch
-    project, dataset_id = principal.project_id, resolved.dataset_id
+    project = principal.project_id
     result = await _validate(ctx, resolved, body, batch, all_errors=dry_run)
     checked = Checked(result.count, result.payload)
     if not result.ok:
-        if not dry_run:
-            # every error counted, not only the listed ones (a batch lists at most 100)
-            metrics = request.app.state.metrics
-            for code, n in result.error_codes.items():
-                metrics.child(metrics.records_rejected, project, dataset_id, code).inc(n)
-        if await quarantines(ctx, project, dataset_id):
-            if not result.complete:
-                result = await _validate(ctx, resolved, body, batch, all_errors=True)
-            separated = separate(result)
+        result, separated = await _on_invalid(request, ctx, project, resolved, body, batch,
+                                              result, dry_run)
+        if separated is not None:
             checked = Checked(separated.count, separated.payload, separated.quarantined)
         elif dry_run:
             return Checked(0, b"[]", rejected=result)
@@ -229,6 +223,37 @@ async def _check(request: Request, ctx: AppContext, route: IngestRoute, principa
     return checked
 
 
+async def _on_invalid(request: Request, ctx: AppContext, project: str,
+                      resolved: ResolvedDataset, body: bytes, batch: bool, result: BatchResult,
+                      dry_run: bool, *, max_records: int | None = None,
+                      indexes: Sequence[int] | None = None, record_path: str | None = None
+                      ) -> tuple[BatchResult, Separated | None]:
+    """A body some of whose records failed: its errors counted in the metrics (not for a
+    dry run), then, under the dataset's ``quarantine`` policy, its complete verdict split
+    into the records to admit and those to keep (None under ``reject``, or for a
+    provisional inferred definition, which never admits)."""
+    if not dry_run:
+        # every error counted, not only the listed ones (a batch lists at most 100)
+        metrics = request.app.state.metrics
+        for code, n in result.error_codes.items():
+            metrics.child(metrics.records_rejected, project, resolved.dataset_id, code).inc(n)
+    if resolved.provisional or not await quarantines(ctx, project, resolved.dataset_id):
+        return result, None
+    if not result.complete:
+        result = await _validate(ctx, resolved, body, batch, all_errors=True,
+                                 max_records=max_records)
+    return result, separate(result, indexes=indexes, record_path=record_path)
+
+
+def _listed(result: BatchResult) -> list[RecordError]:
+    """A failed verdict's errors: every one of every record when it is complete (a dry
+    run), else those the verdict lists."""
+    if result.complete:
+        return [RecordError(f.index, e.code, e.field, e.message)
+                for f in result.failures() for e in f.errors]
+    return list(result.errors)
+
+
 def _verdict(checked: Checked, batch: bool) -> Verdict:
     """A dry run's verdict on one dataset's records."""
     verdict = Verdict()
@@ -237,11 +262,8 @@ def _verdict(checked: Checked, batch: bool) -> Verdict:
         verdict.rejected = True
         verdict.records = rejected.count
         verdict.invalid = rejected.failed_records
-        items = ([{"index": f.index, "code": e.code, "field": e.field, "message": e.message}
-                  for f in rejected.failures() for e in f.errors] if rejected.complete
-                 else [{"index": e.index, "code": e.code, "field": e.field,
-                        "message": e.message} for e in rejected.errors])
-        verdict.add_errors(items)
+        verdict.add_errors([{"index": e.index, "code": e.code, "field": e.field,
+                             "message": e.message} for e in _listed(rejected)])
         return verdict
     quarantined = checked.quarantined or Quarantined()
     verdict.records = checked.count + quarantined.count
@@ -308,7 +330,6 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
     """The core for a request whose records go to several datasets: every part resolved
     and validated (under its dataset's ``on_invalid`` policy), errors named by the record's
     place in the request, then one admission for all parts."""
-    metrics = request.app.state.metrics
     project = principal.project_id
     errors: list[dict[str, Any]] = []
     error_count = 0
@@ -342,23 +363,16 @@ async def _submit_split(request: Request, ctx: AppContext, route: IngestRoute,
         if result.ok:
             checked.append(CheckedPart(part, resolved, result.payload, result.count))
             continue
-        if not dry_run:
-            for code, n in result.error_codes.items():
-                metrics.child(metrics.records_rejected, project, part.dataset_id, code).inc(n)
-        if not resolved.provisional and await quarantines(ctx, project, part.dataset_id):
-            if not result.complete:
-                result = await _validate(ctx, resolved, body, True, all_errors=True,
-                                         max_records=most)
-            separated = separate(result, indexes=part.indexes, record_path=split.record_path)
+        result, separated = await _on_invalid(
+            request, ctx, project, resolved, body, True, result, dry_run, max_records=most,
+            indexes=part.indexes, record_path=split.record_path)
+        if separated is not None:
             checked.append(CheckedPart(
                 Part(part.dataset_id, [], [part.indexes[k] for k in separated.kept]),
                 resolved, separated.payload, separated.count, separated.quarantined))
             continue
         invalid += result.failed_records
-        listed = ([RecordError(f.index, e.code, e.field, e.message)
-                   for f in result.failures() for e in f.errors] if result.complete
-                  else result.errors)
-        for err in listed:
+        for err in _listed(result):
             where = split.record_path.format(index=part.indexes[err.index])
             errors.append({"index": part.indexes[err.index], "code": err.code,
                            "field": f"{where}.{err.field}" if err.field else where,
