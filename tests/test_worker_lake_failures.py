@@ -199,7 +199,16 @@ def test_lake_data_dir_read_only_then_writable(
             state.append("mounted")
 
     def writable() -> None:
-        done = run("umount", str(data))
+        # a file the writer still holds open on the read-only mount makes it "busy" for a
+        # moment; a lazy unmount then detaches it at once (new opens see the writable
+        # directory beneath, which is the repair), and the old handles drain by themselves
+        for _ in range(20):
+            done = run("umount", str(data))
+            if done.returncode == 0 or "busy" not in done.stderr:
+                break
+            time.sleep(0.1)
+        else:
+            done = run("umount", "-l", str(data))
         assert done.returncode == 0, done.stderr
         state.clear()
 
