@@ -8,7 +8,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from quota.admission import QuotaService
 from strictgate import docs as docs_ui
-from strictgate.access_log import AccessLog
+from strictgate.access_log import AccessLog, flushing_at_shutdown
 from strictgate.admin import datasets as admin_datasets
 from strictgate.admin import keys as admin_keys
 from strictgate.admin import quarantine as admin_quarantine
@@ -37,6 +36,7 @@ from strictgate.lake.reader import LakeReader
 from strictgate.malloc import limit_malloc_arenas
 from strictgate.metrics import CONTENT_TYPE_LATEST, Metrics
 from strictgate.openapi import openapi_document
+from strictgate.redis_client import connect, keep_slot_map_fresh
 from strictgate.redis_health import watch as watch_redis
 from strictgate.registry.apikeys import KeyService
 from strictgate.registry.store import Registry
@@ -128,6 +128,8 @@ class StrictgateApp(Starlette):
         """Serve one ASGI connection or lifespan."""
         lane = ingest_lane(scope)
         if lane is None:
+            if scope["type"] == "lifespan":  # held access lines out before the shutdown ends
+                send = flushing_at_shutdown(send)
             await super().__call__(scope, receive, send)
         else:
             await serve_ingest(self, scope, receive, send, *lane)
@@ -153,16 +155,17 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
             # lets the CLI reach the embedded server of a running service (no password in
             # it: the CLI reads <data dir>/redis-password)
             (settings.data_dir / "redis.url").write_text(embedded.url + "\n")
-        client = aioredis.Redis.from_url(
-            url,
+        client = connect(
+            url, cluster=settings.redis_cluster,
             socket_timeout=settings.redis_deadline_s,
             socket_connect_timeout=settings.redis_deadline_s,
         )
         # The admission path enforces its own deadline (asyncio.timeout_at around the whole
         # call), so its client has no socket timeout: redis-py would otherwise wrap every
         # send in asyncio.wait_for, one extra task per request.
-        hot_client = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=settings.redis_deadline_s,
+        hot_client = connect(
+            url, cluster=settings.redis_cluster, socket_timeout=None,
+            socket_connect_timeout=settings.redis_deadline_s,
         )
         clock = utc_now
         jwt_secret = resolve_jwt_secret(settings)
@@ -176,6 +179,7 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
                 hot_client, default_limit=settings.default_monthly_quota,
                 deadline_s=settings.redis_deadline_s, clock=clock,
                 max_queue_records=settings.max_queue_records,
+                wait_replicas=settings.redis_wait_replicas,
             ),
         )
         app.state.ctx = ctx
@@ -195,6 +199,7 @@ def create_app(settings: Settings | None = None) -> StrictgateApp:
         app.state.durability = DurabilityReport(
             client, settings.redis_deadline_s, embedded=embedded is not None)
         await app.state.durability.refresh()
+        tasks.append(asyncio.create_task(keep_slot_map_fresh([client, hot_client], stop)))
         tasks.append(asyncio.create_task(watch_redis(
             client, stop, settings.redis_deadline_s, on_up=app.state.durability.refresh)))
         if embedded is not None:

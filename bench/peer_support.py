@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import jwt
 import redis
+
+from quota import keys
 
 PEER_USER = "bench"
 PEER_PROJECT = "bench"
@@ -118,6 +119,10 @@ def cpu_seconds(roots: Iterable[int]) -> float:
     return total
 
 
+QUEUED_PATTERN = keys.queued_records_key(QUEUE_PATTERN)
+"""Every backpressure counter of strictgate's queues."""
+
+
 def admitted_records(redis_url: str) -> int:
     """Records admitted so far, by every user, this month and any other: the sum of the
     ``usage_total`` counters both servers' admission scripts INCRBY."""
@@ -129,14 +134,18 @@ def admitted_records(redis_url: str) -> int:
         client.close()
 
 
-def records_written(base: str) -> int:
-    """Records strictgate's worker has written to the sink since the server started (its
-    ``strictgate_records_written_total`` metric)."""
-    text = httpx.get(f"{base}/metrics", timeout=10).raise_for_status().text
-    for line in text.splitlines():
-        if line.startswith("strictgate_records_written_total "):
-            return int(float(line.split()[1]))
-    raise RuntimeError("strictgate's /metrics has no strictgate_records_written_total")
+def records_written(redis_url: str) -> int:
+    """Records strictgate's workers have written so far: those admitted less those still
+    queued (the ``queued:`` counters the admission script raises and the worker lowers in
+    the transaction that acknowledges a commit). Read from Redis, not from ``/metrics``: with
+    ``STRICTGATE_API_PROCESSES`` the worker is a process of its own without an endpoint."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=QUEUED_PATTERN))
+        queued = sum(int(v) for v in client.mget(keys) if v is not None) if keys else 0
+    finally:
+        client.close()
+    return admitted_records(redis_url) - queued
 
 
 class StreamTrimmer:

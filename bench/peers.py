@@ -108,23 +108,27 @@ class Target:
         return pids
 
 
-def _start_strictgate(work: Path, args: argparse.Namespace,
-                      targets: dict[str, Target]) -> None:
+def _start_strictgate(work: Path, args: argparse.Namespace, targets: dict[str, Target],
+                      processes: int | None = None) -> None:
     """``strictgate serve`` (what ``make run`` runs) on its own valkey-server with AOF and
-    ``--fsync``, as ``targets[SG]``; the bench's settings only, none from the environment."""
-    server = EmbeddedServer(work / "redis-sg", persist=True, fsync=args.fsync).start()
+    ``--fsync``, as ``targets[SG]``; the bench's settings only, none from the environment.
+    With ``processes``: STRICTGATE_API_PROCESSES, as ``targets["sg-<n>p"]``."""
+    name = SG if processes is None else f"sg-{processes}p"
+    server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=args.fsync).start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=server.url, STRICTGATE_DATA_DIR=str(work / "var-sg"),
+    env.update(REDIS_URL=server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
                STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL=args.log_level,
                STRICTGATE_SINK=args.sink, STRICTGATE_HOST="127.0.0.1",
                STRICTGATE_PORT=str(port))
     if args.max_queue_records is not None:
         env["STRICTGATE_MAX_QUEUE_RECORDS"] = str(args.max_queue_records)
+    if processes is not None:
+        env["STRICTGATE_API_PROCESSES"] = str(processes)
     proc = subprocess.Popen([sys.executable, "-m", "strictgate.cli", "serve"], cwd=ROOT,
-                            env=env, stdout=(work / "strictgate.log").open("wb"),
+                            env=env, stdout=(work / f"{name}.log").open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    target = targets[SG] = Target(SG, f"http://127.0.0.1:{port}", "", proc, server)
+    target = targets[name] = Target(SG, f"http://127.0.0.1:{port}", "", proc, server)
     _wait(target.base + "/healthz", proc)
     target.token = _register(target.base)
 
@@ -186,7 +190,7 @@ def _measure(target: Target, load: str, duration: int) -> dict[str, Any]:
     _, path, conns, per = LOADS["batch" if load == SUSTAINED else load]
     redis_url = target.redis.url if target.redis is not None else None
     cpu0 = cpu_seconds(target.roots())
-    written0 = records_written(target.base) if target.kind == SG else 0
+    written0 = records_written(redis_url) if target.kind == SG and redis_url else 0
     admitted0 = admitted_records(redis_url) if redis_url is not None else 0
     if target.kind == "peer" and redis_url is not None:
         with StreamTrimmer(redis_url):
@@ -201,7 +205,7 @@ def _measure(target: Target, load: str, duration: int) -> dict[str, Any]:
                          else ok * per) / seconds
     r["stored_rps"] = 0.0
     if target.kind == SG and redis_url is not None:
-        r["stored_rps"] = (records_written(target.base) - written0) / seconds
+        r["stored_rps"] = (records_written(redis_url) - written0) / seconds
         r["drain_s"] = _wait_drained(redis_url)
         r["cpu_drain_us"] = (cpu_seconds(target.roots()) - cpu0) / requests * 1e6
     return r
@@ -283,6 +287,9 @@ def main() -> None:
                              "as `make run`)")
     parser.add_argument("--sink", choices=SINKS, default="lake",
                         help="where strictgate's in-process worker writes")
+    parser.add_argument("--api-processes", type=int, nargs="*", default=[], metavar="N",
+                        help="also run strictgate with STRICTGATE_API_PROCESSES=N (N API "
+                             "processes and a worker process) as sg-Np, per N")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` (make bench-peers does it)")
@@ -293,6 +300,8 @@ def main() -> None:
     targets: dict[str, Target] = {}
     try:
         _start_strictgate(work, args, targets)
+        for processes in args.api_processes:
+            _start_strictgate(work, args, targets, processes)
         _start_peers(work, args, targets)
         floor_port = free_port()
         floor_env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
@@ -316,9 +325,9 @@ def main() -> None:
         for name, target in targets.items():
             for load in args.loads:
                 _check(name, target, load)
-        sg_redis = targets[SG].redis
-        if sg_redis is not None:  # the checks' records written before the first run
-            _wait_drained(sg_redis.url)
+        for target in targets.values():  # the checks' records written before the first run
+            if target.kind == SG and target.redis is not None:
+                _wait_drained(target.redis.url)
 
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for round_no in range(1, args.rounds + 1):

@@ -80,7 +80,7 @@ from quota.results import (
     UsageReport,
     remaining_of,
 )
-from quota.script import AnyRedis, Arg, OneShotScript
+from quota.script import AnyRedis, Arg, OneShotScript, ReplicationUnconfirmed
 from strictgate.queue_entry import QueueEntry
 
 __all__ = [
@@ -163,6 +163,7 @@ class QuotaService:
         deadline_s: float,
         clock: Callable[[], datetime],
         max_queue_records: int = DEFAULT_MAX_QUEUE_RECORDS,
+        wait_replicas: int = 0,
     ) -> None:
         if default_limit < -1:
             raise ValueError("default_limit must be >= -1")
@@ -174,8 +175,11 @@ class QuotaService:
         # backlog bound per dataset queue (records admitted and not yet written)
         self.max_queue_records = max_queue_records
         self.clock = clock
-        self._script = OneShotScript(redis, "admit.lua")
-        self._many_script = OneShotScript(redis, "admit_many.lua")
+        # on a cluster with replicas: an admission answers only once that many replicas
+        # hold it (WAIT, half the deadline at most), so a failover loses nothing acknowledged
+        wait = {"wait_replicas": wait_replicas, "wait_timeout_ms": int(deadline_s * 500)}
+        self._script = OneShotScript(redis, "admit.lua", **wait)
+        self._many_script = OneShotScript(redis, "admit_many.lua", **wait)
         # Queue keys this process has put into the worker's index set. A global key cannot
         # be touched by the script on a cluster (another slot), and SADD on every request
         # would be a second round trip; once per queue per process costs nothing.
@@ -388,9 +392,9 @@ class QuotaService:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                # asyncio.timeout, not wait_for: no extra task per call on the hot path.
-                async with asyncio.timeout_at(deadline):
-                    return await script.run(script_keys, args)
+                # the deadline rides with the call (one timer for all calls, no timeout
+                # context or task per call on the hot path: quota.coalesce)
+                return await script.run(script_keys, args, deadline)
             except TimeoutError:
                 return Unavailable("timeout", RETRY_AFTER_S)
             except MaxConnectionsError:
@@ -403,6 +407,11 @@ class QuotaService:
                 if not retry_safe or deadline - loop.time() <= RETRY_BACKOFF_S:
                     return Unavailable(_reason(exc), RETRY_AFTER_S)
                 await asyncio.sleep(RETRY_BACKOFF_S)
+            except ReplicationUnconfirmed:
+                # Ran on the master, not confirmed by its replicas: a failover could still
+                # lose it, so the client is told the outcome is unknown (its retry with the
+                # same Idempotency-Key answers the first outcome if it survived).
+                return Unavailable("replication_unconfirmed", RETRY_AFTER_S)
             except (RedisError, RedisClusterException) as exc:
                 # A server error reply (OOM, cluster down, a broken counter): fail closed.
                 log.warning("admission failed: %s", type(exc).__name__)

@@ -7,6 +7,11 @@ order, are read back in order by a single reader. Nothing is retried: a connecti
 fails every call in flight (the caller decides what is safe to repeat, see
 :mod:`quota.admission`). A caller that gives up (timeout, cancellation) leaves its reply to be
 read and dropped, so replies can never be handed to the wrong caller.
+
+A call may carry a deadline (event-loop time): past it, the call raises TimeoutError, as
+under ``asyncio.timeout_at``, and its reply is dropped likewise. The deadlines of all calls
+share one timer, armed for the earliest: a timeout context per call cost a timer handle, a
+task lookup and two context-manager steps on every admission.
 """
 
 from __future__ import annotations
@@ -33,16 +38,46 @@ class CoalescingChannel:
         self._in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._flush_task: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        # calls waiting with a deadline, and the one timer that enforces them
+        self._deadlines: dict[asyncio.Future[Any], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def call(self, packed: bytes) -> Any:
-        """Send one packed command and return its reply (ResponseError raised as such)."""
+    async def call(self, packed: bytes, deadline: float | None = None) -> Any:
+        """Send one packed command and return its reply (ResponseError raised as such);
+        TimeoutError once the event loop's clock passes ``deadline``, if given."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self._outbox.append(packed)
         self._outbox_waiters.append(waiter)
         if self._flush_task is None:
             self._flush_task = loop.create_task(self._flush())
-        return await waiter
+        if deadline is None:
+            return await waiter
+        self._deadlines[waiter] = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+        try:
+            return await waiter
+        finally:
+            del self._deadlines[waiter]
+
+    def _expire(self) -> None:
+        """Fail the calls whose deadline has passed; re-arm for the earliest of the rest."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest: float | None = None
+        for waiter, deadline in self._deadlines.items():
+            if deadline <= now:
+                if not waiter.done():
+                    waiter.set_exception(TimeoutError())
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._timer = loop.call_at(earliest, self._expire)
 
     async def _connection(self) -> Any:
         if self._conn is not None:
@@ -120,6 +155,9 @@ class CoalescingChannel:
 
     async def aclose(self) -> None:
         """Close the shared connection (pending calls fail)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in (self._flush_task, self._reader):
             if task is not None and not task.done():
                 task.cancel()

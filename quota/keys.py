@@ -182,8 +182,6 @@ def registry_generation_key() -> str:
     return "registry:generation"
 
 
-REGISTRY_CHANNEL = "strictgate:registry"
-
 
 # --- dialects ---------------------------------------------------------------------------------
 

@@ -9,17 +9,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from quota.cli import register as register_quota
 from strictgate.cli_redis import NoRedisError
 from strictgate.datadir import DataDirError
 from strictgate.embedded import EmbeddedServerError
-from strictgate.lake.cli import register as register_lake
 from strictgate.malloc import limit_malloc_arenas, reexec_with_arena_cap
-from strictgate.quarantine_cli import register as register_quarantine
-from strictgate.registry.cli import register as register_registry
 from strictgate.server import CannotListenError
 from strictgate.settings import SettingsError, load_settings
-from strictgate.worker.cli import register as register_worker
 
 DESCRIPTION = (
     "Self-hosted ingest gateway: strict per-dataset JSON validation, exact monthly quotas, "
@@ -41,12 +36,16 @@ def package_version() -> str:
         return "unknown"
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def configure_logging(level: str) -> None:
-    """Plain lines to stderr; the access log lines are JSON objects of their own."""
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Plain lines to stderr; the access log lines are JSON objects of their own, in the
+    same format, written in chunks (:func:`strictgate.access_log.write_lines_to`)."""
+    from strictgate.access_log import write_lines_to
+
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    write_lines_to(sys.stderr, LOG_FORMAT)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -57,8 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def build_parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand (``serve_only``: with ``serve`` alone)."""
     parser = argparse.ArgumentParser(prog="strictgate", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {package_version()}",
@@ -69,11 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve the HTTP API on STRICTGATE_HOST:STRICTGATE_PORT, with the queue worker in "
             "the same process (STRICTGATE_RUN_WORKER) and, without REDIS_URL, an embedded "
-            "Redis-compatible server whose data lives in STRICTGATE_DATA_DIR. One service "
-            "per data dir: a second one exits at once. Stop with Ctrl-C or SIGTERM."
+            "Redis-compatible server whose data lives in STRICTGATE_DATA_DIR. With "
+            "STRICTGATE_API_PROCESSES=N, N API processes share the port and the worker runs "
+            "in a process of its own, all kept running by this one. One service per data "
+            "dir: a second one exits at once. Stop with Ctrl-C or SIGTERM."
         ),
     )
     serve.set_defaults(func=_serve)
+    if serve_only:
+        return parser
+    # imported here: the other commands pull in the validator (its compiled scanner), which
+    # `strictgate serve` as the parent of API processes would hold for nothing (~160 MB)
+    from quota.cli import register as register_quota
+    from strictgate.lake.cli import register as register_lake
+    from strictgate.quarantine_cli import register as register_quarantine
+    from strictgate.registry.cli import register as register_registry
+    from strictgate.worker.cli import register as register_worker
+
     register_quota(sub)
     register_registry(sub)
     register_worker(sub)
@@ -88,8 +99,9 @@ LONG_RUNNING = ("serve", "worker")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(serve_only=words[:1] == ["serve"])
+    args = parser.parse_args(words)
     if argv is None and args.command in LONG_RUNNING:
         reexec_with_arena_cap()  # returns only once the cap is in force
     limit_malloc_arenas()

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from strictgate.datadir import REDIS_URL_FILE
 from strictgate.embedded import password_path, service_auth_url
+from strictgate.redis_client import connect
 from strictgate.settings import Settings, load_settings
 
 
@@ -84,8 +85,8 @@ def run_with_redis(
 
     async def main() -> int:
         # an operator's command may wait longer than a request would
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=settings.redis_deadline_s * 5,
+        client = connect(
+            url, cluster=settings.redis_cluster, socket_timeout=settings.redis_deadline_s * 5,
             socket_connect_timeout=settings.redis_deadline_s * 5,
         )
         try:

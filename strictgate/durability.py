@@ -13,6 +13,7 @@ import dataclasses
 import logging
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from strictgate.redis_health import client_where, is_connection_problem
@@ -79,13 +80,27 @@ def _text(value: object) -> str:
 
 
 async def probe(client: aioredis.Redis, timeout_s: float, *, embedded: bool) -> Durability:
-    """Read the server's persistence config and assess it. Raises the connection error if
-    the server is not reachable (the caller probes again when it is)."""
-    where = client_where(client)
+    """Read the server's persistence config and assess it (on a cluster: every master's, the
+    first that can lose writes wins). Raises the connection error if a server is not
+    reachable (the caller probes again when it is)."""
+    if not isinstance(client, RedisCluster):
+        return await _probe_node(client, client_where(client), timeout_s, embedded=embedded)
+    await asyncio.wait_for(client.initialize(), timeout_s)
+    found = Durability(UNKNOWN, None)
+    for node in client.get_primaries():
+        found = await _probe_node(client, f"{node.host}:{node.port}", timeout_s,
+                                  embedded=embedded, target_nodes=node)
+        if found.warning is not None:
+            break
+    return found
+
+
+async def _probe_node(client: aioredis.Redis, where: str, timeout_s: float, *, embedded: bool,
+                      **target: object) -> Durability:
     values: dict[str, str] = {}
     try:
         for name in ("appendonly", "appendfsync", "save"):  # one each: Redis < 7 takes one
-            reply = await asyncio.wait_for(client.config_get(name), timeout_s)
+            reply = await asyncio.wait_for(client.config_get(name, **target), timeout_s)
             if name not in reply:  # a server that hides it (managed services do)
                 return _unknown(where, f"no {name} in the reply")
             values[name] = _text(reply[name])

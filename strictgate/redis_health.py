@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,7 +36,11 @@ def is_connection_problem(exc: BaseException) -> bool:
 
 
 def client_where(client: aioredis.Redis) -> str:
-    """``host:port`` (or the socket path) of ``client``'s server, from its pool's settings."""
+    """``host:port`` (or the socket path) of ``client``'s server, from its pool's settings;
+    ``cluster host:port`` (the node it was given) for a cluster client."""
+    if isinstance(client, RedisCluster):
+        seed = next(iter(client.nodes_manager.startup_nodes.values()), None)
+        return f"cluster {seed.host}:{seed.port}" if seed is not None else "cluster"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return str(kwargs["path"])
@@ -87,7 +92,8 @@ def health_of(client: aioredis.Redis) -> RedisHealth:
     where = client_where(client)
     health = _BY_WHERE.get(where)
     if health is None:
-        secret = client.connection_pool.connection_kwargs.get("password")
+        secret = (client.connection_kwargs if isinstance(client, RedisCluster)
+                  else client.connection_pool.connection_kwargs).get("password")
         health = _BY_WHERE[where] = RedisHealth(where, str(secret) if secret else None)
     return health
 

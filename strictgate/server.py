@@ -12,10 +12,14 @@ import contextlib
 import logging
 import resource
 import socket
+from typing import TYPE_CHECKING
 
 from strictgate.datadir import lock_data_dir
 from strictgate.embedded import EmbeddedServer
 from strictgate.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("strictgate")
 
@@ -83,15 +87,39 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM. Raises :class:`CannotListenError`,
-    :class:`strictgate.datadir.DataDirInUseError`, :class:`SettingsError` or
-    :class:`strictgate.embedded.EmbeddedServerError` before anything is started."""
+def uvicorn_server(settings: Settings, cap: int) -> uvicorn.Server:
+    """The uvicorn server of the app with ``settings``, at most ``cap`` connections served
+    (run it with ``.run(sockets=[...])``)."""
     import uvicorn
 
     from app import create_app
     from strictgate.connections import ConnectionGuard, guarded_protocol
 
+    guard = ConnectionGuard(max_connections=cap, header_timeout_s=settings.header_timeout_s)
+    config = uvicorn.Config(
+        create_app(settings),
+        http=guarded_protocol(guard),
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+        lifespan="on",
+    )
+    return uvicorn.Server(config)
+
+
+def run_uvicorn(server: uvicorn.Server, sock: socket.socket) -> int:
+    """Serve on ``sock`` until SIGINT/SIGTERM; 0, or 3 when the app did not start."""
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+        server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM. Raises :class:`CannotListenError`,
+    :class:`strictgate.datadir.DataDirInUseError`, :class:`SettingsError` or
+    :class:`strictgate.embedded.EmbeddedServerError` before anything is started. With
+    ``STRICTGATE_API_PROCESSES``, after the same checks, this process supervises the API
+    and worker processes (:mod:`strictgate.process_group`) instead of serving itself."""
     file_limit = raise_file_limit()
     cap = check_cap(settings, file_limit)
     sock = bind(settings.host, settings.port)
@@ -109,24 +137,19 @@ def serve(settings: Settings) -> int:
         lock.release()
         raise
     try:
-        guard = ConnectionGuard(max_connections=cap, header_timeout_s=settings.header_timeout_s)
-        config = uvicorn.Config(
-            create_app(settings),
-            http=guarded_protocol(guard),
-            log_level=settings.log_level,
-            access_log=False,
-            timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
-            lifespan="on",
-        )
-        server = uvicorn.Server(config)
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        log.info(
-            "listening on http://%s:%d (data dir %s, connection cap %d, open-file limit %d)",
-            host, sock.getsockname()[1], settings.data_dir.resolve(), cap, file_limit,
-        )
-        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
-            server.run(sockets=[sock])
-        return 0 if server.started else STARTUP_FAILURE
+        where = (f"http://{host}:{sock.getsockname()[1]} (data dir "
+                 f"{settings.data_dir.resolve()}, connection cap {cap}")
+        if settings.api_processes is not None:
+            from strictgate.process_group import serve_processes
+
+            worker = " and a worker process" if settings.run_worker else ""
+            log.info("listening on %s per process, open-file limit %d; %d API process(es)%s)",
+                     where, file_limit, settings.api_processes, worker)
+            return serve_processes(settings, sock)
+        server = uvicorn_server(settings, cap)
+        log.info("listening on %s, open-file limit %d)", where, file_limit)
+        return run_uvicorn(server, sock)
     finally:
         sock.close()
         lock.release()

@@ -30,6 +30,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis (or Valkey) Cluster: the client learns the others
+    # from it and follows the slot map (README "Scale-out").
+    redis_cluster: bool = False
+    # On a cluster: replicas that must confirm an admission (WAIT) before its 2xx, so a
+    # master's failover cannot lose acknowledged records; 0: do not wait (README "Scale-out").
+    redis_wait_replicas: int = 0
     data_dir: Path = Path("./var")
     admin_token: str | None = None
     jwt_secret: str | None = None
@@ -48,6 +54,10 @@ class Settings:
     # Open connections above which a request is answered 503 (server_busy); None: half the
     # open-file limit, so the connections answered 503 still find a descriptor.
     max_connections: int | None = None
+    # None: one process serves the API with the worker inside it. N: `strictgate serve`
+    # supervises N API processes sharing the port and one worker process (README
+    # "Configuration").
+    api_processes: int | None = None
     # Read by validator/compiled.py itself at import (it is imported before settings are
     # loaded); here so that the value is checked at start like every other.
     scanner: bool = True
@@ -98,6 +108,8 @@ _ENV: dict[str, str] = {
     "STRICTGATE_HOST": "host",
     "STRICTGATE_PORT": "port",
     "REDIS_URL": "redis_url",
+    "STRICTGATE_REDIS_CLUSTER": "redis_cluster",
+    "STRICTGATE_REDIS_WAIT_REPLICAS": "redis_wait_replicas",
     "STRICTGATE_DATA_DIR": "data_dir",
     "STRICTGATE_ADMIN_TOKEN": "admin_token",
     "STRICTGATE_JWT_SECRET": "jwt_secret",
@@ -110,6 +122,7 @@ _ENV: dict[str, str] = {
     "STRICTGATE_HEADER_TIMEOUT_S": "header_timeout_s",
     "STRICTGATE_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
     "STRICTGATE_MAX_CONNECTIONS": "max_connections",
+    "STRICTGATE_API_PROCESSES": "api_processes",
     "STRICTGATE_SCANNER": "scanner",
     "STRICTGATE_REDIS_FSYNC": "redis_fsync",
     "STRICTGATE_SINK": "sink",
@@ -147,6 +160,10 @@ REDIS_FSYNC_CHOICES: tuple[str, ...] = ("always", "everysec", "no")
 
 SINKS: tuple[str, ...] = ("lake", "jsonl")
 """Values of ``STRICTGATE_SINK``."""
+
+MAX_API_PROCESSES = 64
+"""Upper bound of ``STRICTGATE_API_PROCESSES``: each process holds the whole app (about
+200 MB), so a typo must not start a thousand of them."""
 
 LAKE_CATALOG_PREFIXES: tuple[str, ...] = ("sqlite:", "postgres:", "postgresql:")
 """What ``STRICTGATE_LAKE_CATALOG`` may start with (a DuckDB-file catalog is refused: while
@@ -368,7 +385,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_int(name, raw, -1)
         elif field in ("redis_deadline_ms", "max_body_bytes", "max_records"):
             values[field] = _parse_int(name, raw, 1)
-        elif field in ("run_worker", "scanner"):
+        elif field in ("run_worker", "scanner", "redis_cluster"):
             values[field] = _parse_bool(name, raw)
         elif field in ("redis_fsync", "sink"):
             choices = REDIS_FSYNC_CHOICES if field == "redis_fsync" else SINKS
@@ -382,6 +399,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     f"{name} must start with {', '.join(LAKE_CATALOG_PREFIXES)} "
                     f"(e.g. postgres:dbname=lake host=127.0.0.1), got {_shown_url(raw)[:40]!r}")
             values[field] = raw.strip()
+        elif field == "redis_wait_replicas":
+            values[field] = _parse_int(name, raw, 0)
         elif field in ("max_queue_records", "event_id_window_s"):
             values[field] = _parse_int(name, raw, 1)
         elif field == "lake_snapshot_retention_s":
@@ -399,6 +418,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_float(name, raw, 0.0, 3600.0)
         elif field == "max_connections":
             values[field] = _parse_int(name, raw, 1)
+        elif field == "api_processes":
+            count = _parse_int(name, raw, 1)
+            if count > MAX_API_PROCESSES:
+                raise SettingsError(f"{name} must be <= {MAX_API_PROCESSES}, got {count}")
+            values[field] = count
         elif field == "log_level":
             values[field] = _parse_log_level(name, raw)
         elif field == "host":
@@ -407,6 +431,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = _parse_redis_url(name, raw)
         else:
             values[field] = raw
+    if values.get("redis_cluster") and "redis_url" not in values:
+        raise SettingsError("STRICTGATE_REDIS_CLUSTER=1 needs REDIS_URL (a node of the cluster)")
+    if values.get("redis_cluster") and str(values["redis_url"]).startswith("unix:"):
+        raise SettingsError("STRICTGATE_REDIS_CLUSTER=1 needs a redis:// or rediss:// REDIS_URL")
+    if values.get("redis_wait_replicas") and not values.get("redis_cluster"):
+        raise SettingsError("STRICTGATE_REDIS_WAIT_REPLICAS needs STRICTGATE_REDIS_CLUSTER=1 "
+                            "(a standalone server has no failover to wait for)")
     lake_data_path = values.get("lake_data_path")
     values.update(s3_settings(env, lake_data_path if isinstance(lake_data_path, str) else None))
     return Settings(**values)  # type: ignore[arg-type]

@@ -16,16 +16,41 @@ import redis
 import redis.asyncio as aioredis
 
 from strictgate.embedded import EmbeddedServer
+from tests.cluster_support import skip_without_binary, start_cluster
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
+from tests.redis_mode import CLUSTER, async_client, flush, sync_client
 from tests.serve_proc import Serves
+
+if CLUSTER:
+    # what an operator of a cluster sets: the CLI commands the tests run in-process read it
+    os.environ["STRICTGATE_REDIS_CLUSTER"] = "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """In the cluster pass, skip the tests that run on a standalone server of their own."""
+    if not CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="runs on a standalone Redis of its own (the standalone "
+                            "pass runs it; the cluster's own failures: tests/test_cluster_*)")
+    for item in items:
+        if item.get_closest_marker("standalone_redis") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the Redis server the tests use."""
     given = os.environ.get("REDIS_URL")
-    if given:
+    if given and not CLUSTER:
         yield given
+        return
+    if CLUSTER:
+        skip_without_binary()
+        cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("redis"), persist=False).start()
     try:
@@ -37,8 +62,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     """A synchronous client on an empty database."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    client = sync_client(redis_url)
+    flush(client)
     try:
         yield client
     finally:
@@ -48,7 +73,7 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 async def aredis(sync_redis: redis.Redis, redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """An asyncio client on an empty database (flushed by ``sync_redis``)."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
         yield client
     finally:

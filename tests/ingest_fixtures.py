@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from app import create_app
 from strictgate.settings import load_settings
 from strictgate.worker.consumer import Worker
+from tests.redis_mode import async_client, service_env
 
 ADMIN = "test-admin-token"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
@@ -82,7 +82,7 @@ class Service:
         """Run a worker until the queues are empty; return every output line so far."""
 
         async def run() -> None:
-            client = aioredis.Redis.from_url(self.redis_url)
+            client = async_client(self.redis_url)
             try:
                 await Worker(client, self.data_dir / "output", reclaim_idle_ms=0).drain()
             finally:
@@ -108,6 +108,7 @@ def start_service(data_dir: Path, redis_url: str, **env: str) -> Iterator[Servic
         "STRICTGATE_ADMIN_TOKEN": ADMIN,
         "STRICTGATE_JWT_SECRET": JWT_SECRET,
         "STRICTGATE_RUN_WORKER": "0",
+        **service_env(),
         **env,
     })
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

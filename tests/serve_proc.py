@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from bench.lake_rows import lake_rows
+from tests.redis_mode import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STRICTGATE = Path(sys.executable).parent / "strictgate"
@@ -30,6 +31,8 @@ def clean_env(**settings: str) -> dict[str, str]:
     """The test's environment without any strictgate setting, plus ``settings``."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("STRICTGATE_") and k != "REDIS_URL"}
+    if "REDIS_URL" in settings:
+        env.update(service_env())  # the cluster pass: the test's Redis is a cluster
     env.update(settings)
     return env
 

@@ -25,6 +25,7 @@ from strictgate.registry.apikeys import (
     pinned_header,
     signed_claims,
 )
+from tests.redis_mode import async_client
 
 SECRET = "apikeys-test-secret-" + "0123456789abcdef" * 4
 T0 = datetime(2026, 6, 10, 10, 58, tzinfo=UTC)
@@ -277,7 +278,7 @@ async def test_garbage_is_rejected(service: KeyService, token: str) -> None:
 async def test_revocation_reaches_another_instance_within_a_second(
     aredis: aioredis.Redis, redis_url: str, clock: Clock
 ) -> None:
-    other_client = aioredis.Redis.from_url(redis_url)
+    other_client = async_client(redis_url)
     try:
         here = KeyService(aredis, SECRET, clock=clock)
         there = KeyService(other_client, SECRET, clock=clock)

@@ -23,6 +23,7 @@ from strictgate.lake.tables import table_name
 from strictgate.registry.store import Registry
 from strictgate.worker.lake_sink import LakeWorker
 from tests.ingest_fixtures import Service
+from tests.redis_mode import async_client
 from tests.worker_lake_support import enqueue
 from validator import compile_dataset
 
@@ -169,7 +170,7 @@ def _validated(definition: dict[str, Any], records: list[Any]) -> bytes:
 
 def _drain(svc: Service) -> None:
     async def run() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         worker = LakeWorker(client, LakeConfig.local(svc.data_dir), reclaim_idle_ms=0)
         try:
             await worker.drain()

@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 import zstandard
 
 from quota import keys
@@ -41,6 +40,7 @@ from strictgate.lake.tables import table_name
 from strictgate.lake.writer import LakeEntry, LakeWriter
 from strictgate.worker.lake_sink import LakeWorker
 from tests.ingest_fixtures import Service, start_service
+from tests.redis_mode import async_client
 from tests.serve_proc import Serves, clean_env, run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -321,7 +321,7 @@ def lake_drain(svc: Service, **options: Any) -> None:
     """Run the real lake worker until the queues are empty."""
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         worker = LakeWorker(client, lake_config(svc), reclaim_idle_ms=0, **options)
         try:
             await worker.drain()
@@ -412,7 +412,7 @@ def test_a_redelivered_merge_is_written_once_and_never_over_a_later_one(
     assert len(delivered) == 2
 
     async def commit_the_later() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         try:
             cache = LakeWorker(client, lake_config(svc)).definitions
             await cache.prefetch({("p1", "bronze.customers", 1)})
@@ -770,6 +770,7 @@ def test_wait_true_without_a_lake_answers_at_once(data_dir: Path, redis_url: str
         assert len(svc.drain()) == 2
 
 
+@pytest.mark.standalone_redis
 def test_wait_true_when_redis_fails_mid_wait_answers_that_the_rows_are_queued(
         tmp_path: Path, data_dir: Path) -> None:
     """Admitted rows are never answered with an error that invites a second copy."""

@@ -35,6 +35,7 @@ from tests.ingest_fixtures import (
     SEED_SINGLE,
     Service,
 )
+from tests.redis_mode import service_env
 
 CAP = 10_000_000  # the default STRICTGATE_MAX_BODY_BYTES
 BOMB_SIZE = 200 * 1024 * 1024
@@ -110,7 +111,7 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, redis_url: str) -> None:
         settings = load_settings({
-            "REDIS_URL": redis_url, "STRICTGATE_DATA_DIR": str(data_dir),
+            "REDIS_URL": redis_url, "STRICTGATE_DATA_DIR": str(data_dir), **service_env(),
             "STRICTGATE_ADMIN_TOKEN": ADMIN, "STRICTGATE_JWT_SECRET": JWT_SECRET,
             "STRICTGATE_RUN_WORKER": "0",
         })

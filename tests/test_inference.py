@@ -23,6 +23,7 @@ from strictgate.registry.evolution import breaking_changes
 from strictgate.registry.inference import DESCRIPTION, InferenceError
 from strictgate.registry.store import Registry, ResolvedDataset
 from tests.lake_support import lake_entry, payload
+from tests.redis_mode import async_client
 
 T0 = datetime(2026, 6, 10, 10, 58, tzinfo=UTC)
 
@@ -52,7 +53,7 @@ def registry(aredis: aioredis.Redis) -> Registry:
 @pytest.fixture
 async def registries(redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[list[Registry]]:
     """Four registries on their own connections: four service instances."""
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(4)]
+    clients = [async_client(redis_url) for _ in range(4)]
     try:
         yield [Registry(c, clock=Clock()) for c in clients]
     finally:

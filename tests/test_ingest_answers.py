@@ -42,8 +42,9 @@ def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 @pytest.fixture
 def app(data_dir: Path, server: EmbeddedServer) -> Iterator[Service]:
     """The app on the private server: 300 ms deadline, 2000-byte body cap, dataset 13."""
+    # a standalone server of its own, also in the cluster pass
     for svc in start_service(data_dir, server.url, STRICTGATE_REDIS_DEADLINE_MS="300",
-                             STRICTGATE_MAX_BODY_BYTES="2000"):
+                             STRICTGATE_MAX_BODY_BYTES="2000", STRICTGATE_REDIS_CLUSTER="0"):
         svc.put_dataset("p1", "13", SEED_DEFINITION)
         yield svc
 

@@ -25,6 +25,7 @@ from tests.ingest_fixtures import (
     Service,
     start_service,
 )
+from tests.redis_mode import service_env
 from tests.serve_proc import written_trace_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def test_chunked_body_over_the_cap_is_413_and_nothing_is_queued(
         assert sync_redis.get(keys.usage_total_key("u1", keys.period_of(datetime.now(UTC)))) is None
 
 
+@pytest.mark.standalone_redis
 def test_redis_down_is_503_with_retry_after_then_recovers(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -126,7 +128,7 @@ def test_strictgate_worker_runs_alone(svc: Service, key: str, redis_url: str) ->
     assert svc.post("/datasets/13/batch", key, SEED_BATCH,
                     **{"X-Request-Id": "req_alone"}).status_code == 202
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(svc.data_dir))
+    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(svc.data_dir), **service_env())
     proc = subprocess.Popen(
         [sys.executable, "-m", "strictgate.cli", "worker"], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""The lake past one machine: a PostgreSQL catalog (the machine's own server, a throwaway
+"""The lake past one machine: a PostgreSQL catalog (the tests' server, a throwaway
 database per test) and Parquet files in an S3-compatible store (a real SeaweedFS started for
 the session), written by the lake writer, read back by the reader, by any DuckDB and through
 the HTTP API, compacted in a child process; and the S3 settings that get it there."""
@@ -60,7 +60,8 @@ def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
 
 @pytest.fixture(scope="session")
 def pg_databases() -> Iterator[PgDatabases]:
-    """Throwaway databases on the machine's PostgreSQL, dropped after the session."""
+    """Throwaway databases on the tests' PostgreSQL (the machine's, else a private one:
+    ``tests/pg_support.py``), dropped after the session."""
     try:
         databases = PgDatabases()
     except Unavailable as exc:
@@ -176,6 +177,32 @@ def test_two_writers_racing_on_the_same_entries_commit_each_once(
     assert ledger_ids(writers[0].con) == sorted(e.entry_id for e in entries)
     for writer in writers:
         writer.close()
+
+
+def test_processes_opening_a_new_postgres_catalog_at_once_all_get_it(
+        pg_databases: PgDatabases, tmp_path: Path) -> None:
+    """The first connections to a new catalog create its tables: the losers of that race
+    (a collision in PostgreSQL's type names) connect again and find the winner's tables."""
+    for attempt in range(4):
+        config = LakeConfig(catalog="postgres:" + pg_databases.create(),
+                            data_path=f"{tmp_path / str(attempt)}/")
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_it(config: LakeConfig = config, start: threading.Barrier = start,
+                    errors: list[BaseException] = errors) -> None:
+            start.wait()
+            try:
+                connect(config).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
 
 
 def test_the_compaction_child_merges_on_postgres_and_s3(

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from quota import keys
 from strictgate.dialects.onesight import MAX_EVENTS, PATH
 from strictgate.lake.engine import LakeConfig
 from strictgate.worker.lake_sink import LakeWorker
 from tests.ingest_fixtures import Service, start_service
+from tests.redis_mode import async_client
 
 UWB = {"event_type": "uwb_location", "event_id": "loc_20260412_001",
        "source": "virtual_store_server", "payload": {
@@ -76,7 +76,7 @@ def drain_lake(svc: Service) -> int:
     """Run a lake worker until the queues are empty; the queue entries it wrote."""
 
     async def run() -> int:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         worker = LakeWorker(client, LakeConfig.local(svc.data_dir.resolve()),
                             reclaim_idle_ms=0)
         try:

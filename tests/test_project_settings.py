@@ -24,6 +24,7 @@ from strictgate.registry.settings import (
 )
 from strictgate.registry.store import Registry
 from tests.ingest_fixtures import Service
+from tests.redis_mode import async_client
 
 SETTINGS = "/admin/projects/p1/settings"
 
@@ -76,7 +77,7 @@ async def test_a_value_stored_by_hand_that_is_not_a_choice_reads_as_the_default(
 async def test_a_change_is_seen_by_another_instance_within_a_second_from_its_cache(
     aredis: aioredis.Redis, redis_url: str,
 ) -> None:
-    other_client = aioredis.Redis.from_url(redis_url)
+    other_client = async_client(redis_url)
     try:
         here = ProjectSettingsStore(aredis)
         there = ProjectSettingsStore(other_client)
@@ -170,7 +171,7 @@ def test_inferred_definitions_are_ordinary_for_the_admin_api(
 ) -> None:
     async def infer_elsewhere(rows: list[dict[str, Any]]) -> int:
         """An inference by another instance (its own registry on the same Redis)."""
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         try:
             resolved = await Registry(client, clock=utc_now).infer(
                 "p1", "orders", rows, flat=True)

@@ -18,7 +18,6 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from strictgate.cli import main
 from strictgate.lake.engine import LakeConfig
@@ -26,6 +25,7 @@ from strictgate.lake.writer import LakeEntry, LakeWriter
 from strictgate.worker.lake_sink import LakeWorker
 from tests.ingest_fixtures import SEED_BATCH, SEED_DEFINITION, Service, start_service
 from tests.lake_support import lake_entry, seed_definitions
+from tests.redis_mode import async_client
 
 BASE = "/admin/projects/{p}/datasets/{d}/quarantine"
 PATH = BASE.format(p="p1", d="billing")
@@ -303,7 +303,7 @@ def test_a_mixed_batch_under_quarantine_is_listed_after_the_worker_commits_it(
         assert sent.status_code < 300, sent.text
 
         async def commit() -> None:
-            client = aioredis.Redis.from_url(redis_url)
+            client = async_client(redis_url)
             worker = LakeWorker(client, LakeConfig.local(data_dir), reclaim_idle_ms=0)
             try:
                 await worker.drain()

@@ -39,6 +39,7 @@ from strictgate.registry.store import Registry
 from strictgate.settings import load_settings
 from strictgate.worker.service import build_worker
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
+from tests.redis_mode import async_client
 from tests.test_dry_run import ROUTES, ROW_DEFINITION, Route, _send
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def drain(svc: Service) -> None:
     """Run the real lake worker until the queues are empty."""
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         settings = load_settings({"REDIS_URL": svc.redis_url,
                                   "STRICTGATE_DATA_DIR": str(svc.data_dir)})
         worker = build_worker(client, settings, utc_now, None)
@@ -570,7 +571,7 @@ async def _replay_directly(svc: Service, quota_url: str, *, delete_after_first: 
                            ) -> ReplayReport:
     """A replay of p1/d with the real registry, quota on ``quota_url``; with
     ``delete_after_first``, the dataset is deleted once the first batch is done."""
-    client = aioredis.Redis.from_url(svc.redis_url)
+    client = async_client(svc.redis_url)
     quota_client = aioredis.Redis.from_url(quota_url, socket_connect_timeout=0.5)
     settings = load_settings({"REDIS_URL": svc.redis_url,
                               "STRICTGATE_DATA_DIR": str(svc.data_dir)})

@@ -35,6 +35,7 @@ from strictgate.worker import sink
 from strictgate.worker.consumer import Worker, quarantine_lines
 from strictgate.worker.lake_sink import LakeWorker
 from tests.lake_support import ROOT, dump_entries, seed_definitions, seed_entries
+from tests.redis_mode import async_client, service_env
 from tests.worker_lake_support import enqueue, lake_rows, register_seed, seed_records
 
 RECEIVED = "2026-06-10T10:00:00.000Z"
@@ -386,10 +387,12 @@ def test_the_cli_purges_now(sync_redis: redis.Redis, tmp_path: Path, redis_url: 
         monkeypatch.delenv(name)
     monkeypatch.setenv("STRICTGATE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("REDIS_URL", redis_url)
+    for name, value in service_env().items():
+        monkeypatch.setenv(name, value)
     lake = LakeConfig.local(tmp_path.resolve())
 
     async def fill() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         try:
             await _fill_for_purge(client, sync_redis, lake, datetime.now(UTC))
         finally:

@@ -25,6 +25,7 @@ from strictgate.context import AppContext
 from strictgate.errors import ApiError, error_response
 from strictgate.settings import load_settings
 from strictgate.timestamps import parse_utc
+from tests.redis_mode import async_client
 from tests.test_quota_admission import FIXED, this_month
 
 TOKEN = "admin-secret"
@@ -39,7 +40,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 @pytest.fixture
 def http(sync_redis: redis.Redis, redis_url: str) -> Iterator[TestClient]:
     """The admin quota routes on a real Redis, default limit 100, fixed clock."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     app = Starlette(routes=admin_quota.routes(), exception_handlers={ApiError: _api_error})
     app.state.ctx = AppContext(
         settings=load_settings({}), redis=client, admin_token=TOKEN,
@@ -191,6 +192,7 @@ def test_cli_refuses_bad_input_and_explains_missing_redis(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("STRICTGATE_REDIS_CLUSTER", raising=False)  # set in the cluster pass
     monkeypatch.setenv("STRICTGATE_DATA_DIR", str(data_dir))
     assert main(["quota", "get", "u1"]) == 1
     assert "REDIS_URL" in capsys.readouterr().err

@@ -6,10 +6,8 @@ here."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -33,8 +31,8 @@ from quota.admission import (
 )
 from quota.periods import expire_at, parse_period, period_end
 from quota.script import AnyRedis
-from strictgate.embedded import EmbeddedServer, EmbeddedServerError, free_port, server_binary
 from strictgate.queue_entry import QueueEntry
+from tests.cluster_support import skip_without_binary, start_cluster
 
 # A caller's clock far from Redis's: the month is Redis's (TIME in admit.lua), so admissions
 # under this clock still count into this month's keys (the first one after a retry).
@@ -80,60 +78,15 @@ async def admit(
 
 # --- a 3-master cluster from the embedded binary ------------------------------------------
 
-CLUSTER_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
-
-
-def start_cluster(base: Path) -> list[EmbeddedServer]:
-    """Start 3 cluster-enabled servers, give each a third of the slots, join them, and wait
-    until every node reports ``cluster_state:ok``."""
-    servers: list[EmbeddedServer] = []
-    buses: list[int] = []
-    try:
-        for index in range(3):
-            bus = free_port()
-            server = EmbeddedServer(
-                base / f"node{index}", persist=False,
-                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                            "--cluster-port", str(bus), "--cluster-node-timeout", "2000"],
-            ).start()
-            servers.append(server)
-            buses.append(bus)
-        clients = [redis.Redis(port=s.port) for s in servers]
-        for client, (first, last) in zip(clients, CLUSTER_RANGES, strict=True):
-            client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
-        for server, bus in zip(servers[1:], buses[1:], strict=True):
-            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", server.port, bus)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            infos = [c.cluster("info") for c in clients]
-            if all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == 3
-                   for i in infos):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("cluster did not become ok within 15 s")
-        for client in clients:
-            client.close()
-        return servers
-    except BaseException:
-        for server in servers:
-            server.stop()
-        raise
-
-
 @pytest.fixture(scope="module")
 def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     """Ports of a 3-master cluster shared by this module's tests."""
+    skip_without_binary()
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
     try:
-        server_binary()
-    except EmbeddedServerError as exc:
-        pytest.skip(f"no valkey-server binary for the cluster tests: {exc}")
-    servers = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield [s.port for s in servers]
+        yield cluster.ports
     finally:
-        for server in servers:
-            server.stop()
+        cluster.stop()
 
 
 def flush_cluster(ports: list[int]) -> None:

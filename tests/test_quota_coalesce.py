@@ -76,3 +76,47 @@ async def test_a_killed_connection_fails_calls_in_flight_then_reconnects(
     finally:
         await killer.aclose()
         await channel.aclose()
+
+
+async def test_a_deadline_fails_the_call_in_time_and_keeps_the_order(
+    aredis: aioredis.Redis,
+) -> None:
+    channel = CoalescingChannel(aredis)
+    loop = asyncio.get_running_loop()
+    try:
+        blocking = asyncio.ensure_future(channel.call(pack(["BLPOP", "nothing", "0.4"])))
+        await asyncio.sleep(0.02)
+        # a far deadline first arms the shared timer; a nearer one must still fire on time
+        far = asyncio.ensure_future(channel.call(pack(["ECHO", "far"]), loop.time() + 30))
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await channel.call(pack(["ECHO", "near"]), started + 0.1)
+        assert 0.08 <= loop.time() - started < 0.3
+        # the replies behind the BLPOP still reach their own callers
+        assert await far == b"far"
+        assert await channel.call(pack(["ECHO", "next"]), loop.time() + 5) == b"next"
+        assert await blocking is None
+    finally:
+        await channel.aclose()
+
+
+async def test_deadlines_of_answered_calls_fire_nothing(aredis: aioredis.Redis) -> None:
+    channel = CoalescingChannel(aredis)
+    loop = asyncio.get_running_loop()
+    try:
+        replies = await asyncio.gather(*(
+            channel.call(pack(["ECHO", f"r{i}"]), loop.time() + 0.05) for i in range(200)))
+        assert replies == [f"r{i}".encode() for i in range(200)]
+        await asyncio.sleep(0.1)  # past every deadline: nothing answered fails late
+        assert await channel.call(pack(["ECHO", "after"]), loop.time() + 0.05) == b"after"
+    finally:
+        await channel.aclose()
+
+
+def test_pack_sends_text_and_numbers_and_refuses_anything_else() -> None:
+    assert pack(["SET", "k\u00e9", b"\x00v", 42, -1, 1.5]) == (
+        b"*6\r\n$3\r\nSET\r\n$3\r\nk\xc3\xa9\r\n$2\r\n\x00v\r\n$2\r\n42\r\n$2\r\n-1\r\n"
+        b"$3\r\n1.5\r\n")
+    for wrong in (None, True, ["list"], {"d": 1}):
+        with pytest.raises(TypeError):
+            pack(["SET", "k", wrong])  # type: ignore[list-item]

@@ -16,7 +16,8 @@ from quota.flush import flush_usage
 from quota.ledger import Ledger
 from quota.periods import expire_at
 from quota.script import AnyRedis
-from tests.test_quota_admission import FIXED, admit, flush_cluster, start_cluster, this_month
+from tests.cluster_support import skip_without_binary, start_cluster
+from tests.test_quota_admission import FIXED, admit, flush_cluster, this_month
 
 STEPS = ["replay_written", "replay_deleted", "taken", "written", "deleted"]
 USERS = ["u1", "u2", "u3"]
@@ -43,12 +44,12 @@ def crash_at(step: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     """A 3-master cluster for the cluster flush test."""
-    servers = start_cluster(tmp_path_factory.mktemp("flush-cluster"))
+    skip_without_binary()
+    cluster = start_cluster(tmp_path_factory.mktemp("flush-cluster"))
     try:
-        yield [s.port for s in servers]
+        yield cluster.ports
     finally:
-        for server in servers:
-            server.stop()
+        cluster.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from quota.admission import Admitted, QuotaService
 from strictgate.context import utc_now
@@ -36,6 +35,7 @@ from tests.ingest_fixtures import (
     start_service,
 )
 from tests.lake_support import ROOT, dump_entries, seed_definitions, seed_entries
+from tests.redis_mode import async_client
 
 PATH = "/datasets/billing/records"
 
@@ -332,7 +332,7 @@ def test_end_to_end_ingest_worker_read(svc: Service, key: str) -> None:
     assert r.status_code == 202, r.text
 
     async def drain() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         settings = load_settings({"REDIS_URL": svc.redis_url,
                                   "STRICTGATE_DATA_DIR": str(svc.data_dir)})
         worker = build_worker(client, settings, utc_now, None)
@@ -367,7 +367,7 @@ def test_the_event_type_is_read_back_only_for_the_records_that_carry_it(
     orders = [{"order_id": "1001", "amount": 49.99}, {"order_id": "1002", "amount": 5.0}]
 
     async def admit_and_drain() -> None:
-        client = aioredis.Redis.from_url(svc.redis_url)
+        client = async_client(svc.redis_url)
         quota = QuotaService(client, default_limit=-1, deadline_s=2.0, clock=utc_now)
         entries = [QueueEntry(
             records=orjson.dumps(records), trace_id="req_job", dataset_version=1,

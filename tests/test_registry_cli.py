@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from strictgate.cli import main
 from strictgate.context import utc_now
 from strictgate.registry.apikeys import AuthError, KeyService
+from tests.redis_mode import async_client
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_FILE = ROOT / "schemas" / "examples" / "seed.json"
@@ -90,7 +90,7 @@ def test_keys_create_list_revoke(
     assert created["api_key"] not in json.dumps(listed)
 
     async def verify(token: str) -> str:
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         try:
             service = KeyService(client, secret_file.read_text().strip(), clock=utc_now)
             try:
@@ -113,6 +113,7 @@ def test_no_redis_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("STRICTGATE_REDIS_CLUSTER", raising=False)  # set in the cluster pass
     monkeypatch.setenv("STRICTGATE_DATA_DIR", str(data_dir))
     code, _, err = run(capsys, "datasets", "list", "demo")
     assert code == 1

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from quota.keys import dataset_versions_key, datasets_index_key, registry_generation_key
 from strictgate.registry.store import Registry
+from tests.redis_mode import async_client
 from validator import DefinitionError
 
 T0 = datetime(2026, 6, 10, 10, 58, tzinfo=UTC)
@@ -125,7 +126,7 @@ async def test_bad_definition_raises_and_stores_nothing(
 async def test_concurrent_puts_never_share_a_version(
     redis_url: str, aredis: aioredis.Redis
 ) -> None:
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(8)]
+    clients = [async_client(redis_url) for _ in range(8)]
     try:
         registries = [Registry(c, clock=Clock()) for c in clients]
         definitions = [
@@ -166,7 +167,7 @@ async def _eventually(check: Any, within: float = 1.0) -> float:
 async def test_a_change_through_one_instance_is_seen_by_another_within_a_second(
     aredis: aioredis.Redis, redis_url: str
 ) -> None:
-    other_client = aioredis.Redis.from_url(redis_url)
+    other_client = async_client(redis_url)
     try:
         here = Registry(aredis, clock=Clock())
         there = Registry(other_client, clock=Clock())

@@ -9,8 +9,9 @@ the worker). Meanwhile every request is still accepted (202), ``/readyz`` answer
 and a growing lag, and the worker logs one line. When the cause goes away the worker catches
 up by itself: the lake then holds every admitted record exactly once (count and digest of
 the rows against what was sent), Redis holds nothing for them, and one recovery line is
-logged. Mounting needs root (CAP_SYS_ADMIN) and the PostgreSQL tests a server on
-127.0.0.1:5432: each test skips with the reason where its part is missing.
+logged. Mounting needs root (CAP_SYS_ADMIN) and the PostgreSQL tests a server (the
+machine's on 127.0.0.1:5432, else a private one: ``tests/pg_support.py``): each test skips
+with the reason where its part is missing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from strictgate.lake.engine import LakeConfig, connect
 from strictgate.worker.health import SinkHealth
 from strictgate.worker.lake_sink import SINK_NAME, LakeWorker, redacted, sink_error_of
 from tests.ingest_fixtures import SEED_DEFINITION, Service, start_service
+from tests.pg_support import PgServer, PgUnavailable, session_server
 from tests.test_worker_sink import FAILING, RECOVERED, fill, messages, metric, poll, tmpfs
 from tests.worker_lake_support import (
     digest,
@@ -223,10 +225,9 @@ def test_lake_data_dir_read_only_then_writable(
 
 # --- a PostgreSQL catalog ---------------------------------------------------------------
 
-def psql(*statements: str) -> subprocess.CompletedProcess[str]:
+def psql(server: PgServer, *statements: str) -> subprocess.CompletedProcess[str]:
     """Run statements on the server's maintenance database, each on its own."""
-    args = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-X", "-q",
-            "-v", "ON_ERROR_STOP=1"]
+    args = server.psql_args()
     for statement in statements:
         args += ["-c", statement]
     try:
@@ -235,11 +236,11 @@ def psql(*statements: str) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(args, 1, "", str(exc))
 
 
-def rename_database(old: str, new: str) -> None:
+def rename_database(server: PgServer, old: str, new: str) -> None:
     """Rename a database its clients are connected to: end their sessions first (a client
     may reconnect in between, so try again)."""
     for _ in range(50):
-        done = psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        done = psql(server, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     f" WHERE datname = '{old}' AND pid <> pg_backend_pid()",
                     f'ALTER DATABASE "{old}" RENAME TO "{new}"')
         if done.returncode == 0:
@@ -248,33 +249,46 @@ def rename_database(old: str, new: str) -> None:
     raise AssertionError(f"cannot rename {old}: {done.stderr}")
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    """The tests' PostgreSQL: the machine's, else a private one (``tests/pg_support.py``);
+    skip where none can be had."""
+    try:
+        return session_server()
+    except PgUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test (skip where no server answers)."""
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test."""
     name = f"sg_lake_{uuid.uuid4().hex[:10]}"
-    made = psql(f'CREATE DATABASE "{name}"')
+    made = psql(pg_server, f'CREATE DATABASE "{name}"')
     if made.returncode != 0:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth): "
+        pytest.skip(f"PostgreSQL on {pg_server.host}:{pg_server.port} (user "
+                    f"{pg_server.user}, trust auth): "
                     + (made.stderr.strip()[:200] or "psql failed"))
     try:
         yield name
     finally:
         for db in (name, name + "_away"):
-            psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            psql(pg_server, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def test_postgres_catalog_database_gone_then_back(
     data_dir: Path, redis_url: str, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture,
-    pg_database: str,
+    pg_server: PgServer, pg_database: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="strictgate.worker")
     # trust auth ignores the password; DuckDB quotes the whole string in its errors
-    catalog = f"postgres:dbname={pg_database} host=127.0.0.1 user=postgres password=hunter2"
+    catalog = f"postgres:{pg_server.dsn(pg_database)} password=hunter2"
     lake = LakeConfig(catalog=catalog, data_path=f"{(data_dir / 'lake' / 'data').resolve()}/")
     with lake_service(data_dir, redis_url, STRICTGATE_LAKE_CATALOG=catalog) as svc:
         run_outage(svc, sync_redis, lake, caplog,
-                   break_it=lambda: rename_database(pg_database, pg_database + "_away"),
-                   repair=lambda: rename_database(pg_database + "_away", pg_database),
+                   break_it=lambda: rename_database(pg_server, pg_database,
+                                                    pg_database + "_away"),
+                   repair=lambda: rename_database(pg_server, pg_database + "_away",
+                                                  pg_database),
                    cause="catalog_unreachable")
         assert "does not exist" in messages(caplog, FAILING)[0] or "connect" in messages(
             caplog, FAILING)[0]
@@ -283,12 +297,12 @@ def test_postgres_catalog_database_gone_then_back(
 
 
 @pytest.mark.parametrize("secret", ["password=hunter2", "password='hun ter2'", "URI"])
-def test_a_catalog_password_never_reaches_the_reason(pg_database: str, secret: str,
-                                                     tmp_path: Path) -> None:
+def test_a_catalog_password_never_reaches_the_reason(pg_server: PgServer, pg_database: str,
+                                                     secret: str, tmp_path: Path) -> None:
     # a real connection error: the database does not exist (trust auth ignores passwords)
     missing = pg_database + "_none"
-    catalog = (f"postgres:postgresql://postgres:hunter2@127.0.0.1/{missing}" if secret == "URI"
-               else f"postgres:dbname={missing} host=127.0.0.1 user=postgres {secret}")
+    catalog = (f"postgres:{pg_server.uri(missing, 'hunter2')}" if secret == "URI"
+               else f"postgres:{pg_server.dsn(missing)} {secret}")
     config = LakeConfig(catalog=catalog, data_path=f"{tmp_path}/")
     with pytest.raises(duckdb.Error) as failed:
         connect(config)

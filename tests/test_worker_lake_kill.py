@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from quota import keys
 from strictgate.lake.engine import LakeConfig
+from tests.redis_mode import async_client, service_env
 from tests.test_faults_worker_kill import age_pending
 from tests.worker_lake_support import (
     digest,
@@ -42,7 +42,8 @@ PER_ENTRY = 50
 def _start(redis_url: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("STRICTGATE_", "SGTEST_"))}
-    clean.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir), **env)
+    clean.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(data_dir), **service_env(),
+                 **env)
     return subprocess.Popen([sys.executable, "-m", "strictgate.cli", "worker"], cwd=REPO,
                             env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -60,7 +61,7 @@ def test_lake_worker_killed_then_restarted_writes_each_record_once(
     redis_url: str, sync_redis: redis.Redis, data_dir: Path, point: str,
 ) -> None:
     async def setup() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         try:
             await register_seed(client)
         finally:

@@ -92,7 +92,11 @@ RETRYABLE = ("database is locked", "database is busy", "Transaction conflict",
              # two processes creating one table at the same moment: the loser's transaction
              # can name the winner's just-created inlined-data table ("Table with name
              # ducklake_inlined_data_5_5 does not exist"); redone, it reads the new catalog
-             "ducklake_inlined_data")
+             "ducklake_inlined_data",
+             # two processes initializing a new PostgreSQL catalog at once: the loser's
+             # CREATE TABLE collides in PostgreSQL's type names and rolls back; redone, its
+             # ATTACH finds the tables the winner made
+             "pg_type_typname_nsp_index")
 
 T = TypeVar("T")
 

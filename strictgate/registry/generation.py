@@ -17,15 +17,12 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from quota.keys import REGISTRY_CHANNEL, registry_generation_key
+from quota.keys import registry_generation_key
 
 
 async def bump_generation(redis: aioredis.Redis) -> None:
-    """Announce a registry change to every process (counter + pub/sub notice)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.incr(registry_generation_key())
-        pipe.publish(REGISTRY_CHANNEL, b"changed")
-        await pipe.execute()
+    """Announce a registry change to every process (they poll the counter)."""
+    await redis.incr(registry_generation_key())
 
 
 class GenerationPoll:

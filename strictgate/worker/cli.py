@@ -7,9 +7,8 @@ import asyncio
 import signal
 import sys
 
-import redis.asyncio as aioredis
-
 from strictgate.cli_redis import cli_redis_url
+from strictgate.redis_client import connect, keep_slot_map_fresh
 from strictgate.settings import load_settings
 
 
@@ -36,13 +35,15 @@ async def _run_worker(metrics_host: str, metrics_port: int | None) -> int:
             return 2
         print(f"strictgate worker: metrics on http://{metrics_host}:{server.server_port}"
               "/metrics", flush=True)
-    client = aioredis.Redis.from_url(cli_redis_url(settings))
+    client = connect(cli_redis_url(settings), cluster=settings.redis_cluster,
+                     socket_timeout=None, socket_connect_timeout=settings.redis_deadline_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     background = start_background_tasks(client, settings, utc_now, metrics, stop, worker=True,
                                         alone=True)
+    background.tasks.append(asyncio.create_task(keep_slot_map_fresh([client], stop)))
     print("strictgate worker: running (Ctrl-C to stop)", flush=True)
     await stop.wait()
     await asyncio.gather(*background.tasks, return_exceptions=True)

@@ -36,19 +36,20 @@ async def queue_snapshot(redis: aioredis.Redis, extra: Iterable[str] = ()) -> Qu
     """Read every indexed queue (plus ``extra`` streams) in one round trip."""
     indexed = await redis.smembers(keys.queues_index_key())
     streams = sorted({_str(s) for s in indexed} | set(extra))
+    # TIME on its own: a cluster pipeline refuses a command without a key (on a cluster any
+    # node's clock will do; they agree to within the age this reports)
+    seconds, micros = await redis.time()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         for stream in streams:
             pipe.xlen(stream)
             pipe.xrange(stream, "-", "+", count=1)
         replies: list[Any] = await pipe.execute()
-    seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     lengths: dict[str, int] = {}
     oldest_ms = now_ms
     for i, stream in enumerate(streams):
-        lengths[stream] = int(replies[1 + 2 * i])
-        first = replies[2 + 2 * i]
+        lengths[stream] = int(replies[2 * i])
+        first = replies[1 + 2 * i]
         if first:
             oldest_ms = min(oldest_ms, entry_ms(first[0][0]))
     return QueueSnapshot(lengths, max(0.0, (now_ms - oldest_ms) / 1000.0))
