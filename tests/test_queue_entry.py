@@ -133,7 +133,7 @@ async def test_a_value_of_the_wrong_type_is_refused_not_queued_as_its_repr(
 ) -> None:
     svc = QuotaService(aredis, default_limit=-1, deadline_s=2.0, clock=utc_now)
     wrong = msgspec.structs.replace(ENTRY, records=(ENTRY.records, ["id"]))
-    with pytest.raises(TypeError, match="cannot send a tuple"):
+    with pytest.raises(TypeError, match="tuple"):
         await svc.admit(wrong, count=1, idempotency_key=None, request_digest="")
     assert await aredis.dbsize() == 0
 
