@@ -173,16 +173,27 @@ def _wait_drained(redis_url: str, timeout: float = 300) -> float:
     raise SystemExit("the worker did not drain the queue in time")
 
 
+def strictgate_env(work: Path, name: str, redis_url: str, *, log_level: str, sink: str,
+                   port: int | None = None) -> dict[str, str]:
+    """The environment of a benched strictgate ``name``: the caller's, without any
+    ``STRICTGATE_*`` setting of its own, plus the bench's (its Redis, a data dir under
+    ``work``, the bench's admin token; with ``port``, where ``strictgate serve`` listens)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
+    env.update(REDIS_URL=redis_url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
+               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL=log_level,
+               STRICTGATE_SINK=sink)
+    if port is not None:
+        env.update(STRICTGATE_HOST="127.0.0.1", STRICTGATE_PORT=str(port))
+    return env
+
+
 def _start_strictgate(
     work: Path, name: str, fsync: str, procs: list[subprocess.Popen[bytes]], sink: str
 ) -> tuple[str, EmbeddedServer]:
     """A Redis with ``fsync`` and a strictgate on it; returns the base URL and the Redis."""
     redis_server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=fsync).start()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
-               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL="warning",
-               STRICTGATE_SINK=sink)
+    env = strictgate_env(work, name, redis_server.url, log_level="warning", sink=sink)
     procs.append(_uvicorn("app:create_app", port, env, work / f"{name}.log"))
     base = f"http://127.0.0.1:{port}"
     _wait(base + "/healthz", procs[-1])

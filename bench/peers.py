@@ -55,7 +55,6 @@ import httpx
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.load import (  # noqa: E402
-    ADMIN,
     RECORD,
     WRK_SCRIPT,
     _register,
@@ -63,6 +62,7 @@ from bench.load import (  # noqa: E402
     _wait,
     _wait_drained,
     _wrk,
+    strictgate_env,
 )
 from bench.peer_support import (  # noqa: E402
     PeerUnavailable,
@@ -116,11 +116,8 @@ def _start_strictgate(work: Path, args: argparse.Namespace, targets: dict[str, T
     name = SG if processes is None else f"sg-{processes}p"
     server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=args.fsync).start()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
-               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL=args.log_level,
-               STRICTGATE_SINK=args.sink, STRICTGATE_HOST="127.0.0.1",
-               STRICTGATE_PORT=str(port))
+    env = strictgate_env(work, name, server.url, log_level=args.log_level, sink=args.sink,
+                         port=port)
     if args.max_queue_records is not None:
         env["STRICTGATE_MAX_QUEUE_RECORDS"] = str(args.max_queue_records)
     if processes is not None:

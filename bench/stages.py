@@ -46,13 +46,13 @@ import httpx
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.load import (  # noqa: E402
-    ADMIN,
     RECORD,
     WRK_SCRIPT,
     _register,
     _wait,
     _wait_drained,
     _wrk,
+    strictgate_env,
 )
 from strictgate.embedded import EmbeddedServer, free_port  # noqa: E402
 from strictgate.settings import REDIS_FSYNC_CHOICES  # noqa: E402
@@ -140,11 +140,8 @@ def _start(name: str, source: Path, work: Path, args: argparse.Namespace) -> Ser
     redis_server = EmbeddedServer(work / f"redis-{name}", persist=True,
                                   fsync=args.fsync).start()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRICTGATE_")}
-    env.update(REDIS_URL=redis_server.url, STRICTGATE_DATA_DIR=str(work / f"var-{name}"),
-               STRICTGATE_ADMIN_TOKEN=ADMIN, STRICTGATE_LOG_LEVEL=args.log_level,
-               STRICTGATE_SINK=args.sink, STRICTGATE_HOST="127.0.0.1",
-               STRICTGATE_PORT=str(port))
+    env = strictgate_env(work, name, redis_server.url, log_level=args.log_level,
+                         sink=args.sink, port=port)
     # ``-m`` puts the working directory first on sys.path: the code served is source's
     proc = subprocess.Popen([sys.executable, "-m", "strictgate.cli", "serve"], cwd=source,
                             env=env, stdout=(work / f"{name}.log").open("wb"),
