@@ -108,12 +108,16 @@ class Target:
         return pids
 
 
+SG_PROCESSES_PREFIX = "sg-"
+"""Names of the strictgate targets with STRICTGATE_API_PROCESSES: ``sg-<n>p``."""
+
+
 def _start_strictgate(work: Path, args: argparse.Namespace, targets: dict[str, Target],
                       processes: int | None = None) -> None:
     """``strictgate serve`` (what ``make run`` runs) on its own valkey-server with AOF and
     ``--fsync``, as ``targets[SG]``; the bench's settings only, none from the environment.
     With ``processes``: STRICTGATE_API_PROCESSES, as ``targets["sg-<n>p"]``."""
-    name = SG if processes is None else f"sg-{processes}p"
+    name = SG if processes is None else f"{SG_PROCESSES_PREFIX}{processes}p"
     server = EmbeddedServer(work / f"redis-{name}", persist=True, fsync=args.fsync).start()
     port = free_port()
     env = strictgate_env(work, name, server.url, log_level=args.log_level, sink=args.sink,
@@ -239,8 +243,9 @@ def _summary(results: dict[tuple[str, str], list[dict[str, Any]]], names: list[s
                 continue
             rps = _median(rs, "rps")
             if load == SUSTAINED:
-                # strictgate: stored; the peer stores nothing: admitted
-                med[name] = _median(rs, "stored_rps" if name == SG else "admitted_rps")
+                # strictgate (any layout): stored; the peer stores nothing: admitted
+                stores = name == SG or name.startswith(SG_PROCESSES_PREFIX)
+                med[name] = _median(rs, "stored_rps" if stores else "admitted_rps")
             else:
                 med[name] = rps
             drain = f"{_median(rs, 'cpu_drain_us'):8.0f}" if "cpu_drain_us" in rs[0] else " " * 8
