@@ -51,14 +51,21 @@ def registry(aredis: aioredis.Redis) -> Registry:
 
 
 @pytest.fixture
-async def registries(redis_url: str, aredis: aioredis.Redis) -> AsyncIterator[list[Registry]]:
-    """Four registries on their own connections: four service instances."""
+async def instance_clients(redis_url: str, aredis: aioredis.Redis
+                           ) -> AsyncIterator[list[aioredis.Redis]]:
+    """Four Redis clients of their own: the connections of four service instances."""
     clients = [async_client(redis_url) for _ in range(4)]
     try:
-        yield [Registry(c, clock=Clock()) for c in clients]
+        yield clients
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.fixture
+def registries(instance_clients: list[aioredis.Redis]) -> list[Registry]:
+    """Four registries on their own connections: four service instances."""
+    return [Registry(c, clock=Clock()) for c in instance_clients]
 
 
 def errors(resolved: ResolvedDataset, rows: Sequence[Mapping[str, Any]]
@@ -340,7 +347,7 @@ async def test_rows_that_fit_the_cached_definition_cost_no_redis_call(
 
 
 async def test_concurrent_first_writes_make_one_definition_that_takes_every_request(
-    registries: list[Registry], aredis: aioredis.Redis,
+    registries: list[Registry], instance_clients: list[aioredis.Redis],
 ) -> None:
     rnd = random.Random(7)
     columns = [f"c{i}" for i in range(12)]
@@ -350,8 +357,15 @@ async def test_concurrent_first_writes_make_one_definition_that_takes_every_requ
         requests.append([{"id": f"r{i}-{j}", **{c: rnd.choice(["x", 1.5, None]) if c == "c0"
                                                 else f"{c}-{j}" for c in chosen}}
                          for j in range(3)])
+    # Each instance has looked the table up once (not there, cached): every request below
+    # finds no definition, so all 40 race to create it. Without this, an instance still
+    # connecting (a cluster client's first command maps the slots) could look it up after
+    # another request stored version 1: a later request, not a racing one.
+    racers = [Registry(c, clock=Clock(), refresh_interval_s=3600) for c in instance_clients]
+    for registry in racers:
+        assert await registry.resolve("p1", "race") is None
     results = await asyncio.gather(*(
-        registries[i % len(registries)].infer("p1", "race", rows, flat=True)
+        racers[i % len(racers)].infer("p1", "race", rows, flat=True)
         for i, rows in enumerate(requests)))
     latest = await registries[0].get("p1", "race")
     assert latest is not None
