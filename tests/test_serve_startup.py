@@ -38,6 +38,8 @@ BAD_SETTINGS = [
      "STRICTGATE_HEADER_TIMEOUT_S must be > 0 and <= 3600, got '0'"),
     ({"STRICTGATE_KEEPALIVE_TIMEOUT_S": "soon"},
      "STRICTGATE_KEEPALIVE_TIMEOUT_S must be a number, got 'soon'"),
+    ({"STRICTGATE_COMMIT_INTERVAL_S": "0"},
+     "STRICTGATE_COMMIT_INTERVAL_S must be > 0 and <= 10, got '0'"),
     ({"STRICTGATE_MAX_CONNECTIONS": "0"}, "STRICTGATE_MAX_CONNECTIONS must be >= 1, got 0"),
     ({"STRICTGATE_MAX_CONNECTIONS": str(HARD_NOFILE)},
      f"STRICTGATE_MAX_CONNECTIONS must be <= {HARD_NOFILE - 256} (the open-file limit "

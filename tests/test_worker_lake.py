@@ -265,6 +265,49 @@ def test_a_worker_process_of_its_own_writes_with_every_core(
     assert beside_api.config.threads == 1
 
 
+async def _commits_under_a_trickle(aredis: aioredis.Redis, sync_redis: redis.Redis,
+                                   tmp_path: Path, interval: str) -> tuple[int, int, float]:
+    """(commits, rows, seconds it ran) of a worker built by ``build_worker`` with
+    ``STRICTGATE_COMMIT_INTERVAL_S=interval`` while one-record entries arrive every 10 ms
+    for 1.5 s."""
+    settings = load_settings({"STRICTGATE_DATA_DIR": str(tmp_path / interval),
+                              "STRICTGATE_SINK": "lake",
+                              "STRICTGATE_COMMIT_INTERVAL_S": interval})
+    worker = build_worker(aredis, settings, utc_now, None)
+    assert isinstance(worker, LakeWorker)
+    stop = asyncio.Event()
+    # the stream exists before the worker's first look for streams
+    enqueue(sync_redis, entry_fields(seed_records(1, f"{interval}-0"), "t0"))
+    started = time.monotonic()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for i in range(1, 150):
+            await asyncio.sleep(0.01)
+            enqueue(sync_redis, entry_fields(seed_records(1, f"{interval}-{i}"), f"t{i}"))
+        await asyncio.sleep(float(interval) + 0.5)
+    finally:
+        stop.set()
+        await running
+        await worker.settle()
+        worker.close()
+    return worker.commits, len(lake_rows(worker.config)), time.monotonic() - started
+
+
+async def test_a_trickle_of_small_requests_is_committed_once_per_commit_interval(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, tmp_path: Path,
+) -> None:
+    """STRICTGATE_COMMIT_INTERVAL_S sets how often a worker that finds no full batch
+    commits: fewer, larger commits for a longer interval, every record written either way."""
+    await register_seed(aredis)
+    short_commits, short_rows, _ = await _commits_under_a_trickle(
+        aredis, sync_redis, tmp_path, "0.02")
+    long_commits, long_rows, ran_s = await _commits_under_a_trickle(
+        aredis, sync_redis, tmp_path, "0.5")
+    assert short_rows == long_rows == 150
+    assert long_commits <= ran_s / 0.5 + 1
+    assert short_commits >= 3 * long_commits, (short_commits, long_commits)
+
+
 async def test_a_long_running_worker_bounds_its_memory_and_writes_each_record_once(
     aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
     monkeypatch: pytest.MonkeyPatch,

@@ -268,6 +268,8 @@ class Worker:
         self._read_counts: dict[str, int] = {}
         self._filled = False
         self.reclaim_idle_ms = reclaim_idle_ms
+        # the wait after a pass that found no full batch (the service passes
+        # STRICTGATE_COMMIT_INTERVAL_S): the batch a trickle of requests makes per commit
         self.poll_interval_s = poll_interval_s
         self.discover_interval_s = discover_interval_s
         self.clock = clock
