@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from strictgate.embedded import free_port
+from strictgate.server import uvicorn_server
+from strictgate.settings import load_settings
 from tests.serve_proc import Serve, Serves, wait_for
 
 pytestmark = pytest.mark.slow
@@ -139,3 +141,18 @@ def _ok(serve: Serve) -> bool:
         return httpx.get(serve.base + "/healthz", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_answers_do_not_name_the_server_and_forwarded_headers_are_not_read(
+    tmp_path: Path, serves: Serves, redis_url: str,
+) -> None:
+    """No ``server: uvicorn`` in an answer; the X-Forwarded-* headers of a balancer are not
+    interpreted (nothing reads the client's address, so the middleware would only cost)."""
+    serve = serves.start(tmp_path / "var", free_port(), REDIS_URL=redis_url).wait_healthy()
+    r = httpx.get(serve.base + "/healthz", timeout=10,
+                  headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    assert r.status_code == 200
+    assert "server" not in r.headers
+    config = uvicorn_server(load_settings({"STRICTGATE_DATA_DIR": str(tmp_path / "x")}),
+                            cap=10).config
+    assert (config.proxy_headers, config.server_header) == (False, False)
