@@ -84,12 +84,13 @@ class Settings:
     # How long a Definite ``wait: true`` request waits for the lake commit of its rows
     # before answering that they are queued and will be committed (snapshot_id null).
     commit_wait_s: float = 30.0
-    # How long the worker waits, after a pass that found no full batch waiting, before it
-    # reads the queues again: a lake commit costs 10-20 ms of CPU whatever its size, so
-    # under a steady trickle of small requests fewer, larger commits cost the machine less
-    # (README "Configuration"). A record is in the lake about this plus one commit after
-    # its 2xx; a full batch is read at once whatever this says.
-    commit_interval_s: float = 0.25
+    # How long the worker waits, after a pass that wrote entries but found no full batch
+    # waiting, before it reads the queues again: a lake commit costs tens of ms of CPU
+    # whatever its size, so under a steady trickle of small requests fewer, larger commits
+    # cost the machine less (README "Configuration"). Under such a trickle a record is in
+    # the lake about this plus one commit after its 2xx; a lone request after a quiet
+    # spell, or a full batch, is written at once.
+    commit_interval_s: float = 0.5
     # S3-compatible object storage, read only with an s3:// lake data path: credentials from
     # the usual AWS_* variables (the secret parts left out of repr, so never logged), and the
     # endpoint (host[:port], TLS unless given as http://) of a store other than AWS.

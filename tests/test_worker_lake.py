@@ -296,8 +296,8 @@ async def _commits_under_a_trickle(aredis: aioredis.Redis, sync_redis: redis.Red
 async def test_a_trickle_of_small_requests_is_committed_once_per_commit_interval(
     aredis: aioredis.Redis, sync_redis: redis.Redis, tmp_path: Path,
 ) -> None:
-    """STRICTGATE_COMMIT_INTERVAL_S sets how often a worker that finds no full batch
-    commits: fewer, larger commits for a longer interval, every record written either way."""
+    """STRICTGATE_COMMIT_INTERVAL_S sets how often a worker commits under a trickle of
+    small requests: fewer, larger commits for a longer interval, every record written."""
     await register_seed(aredis)
     short_commits, short_rows, _ = await _commits_under_a_trickle(
         aredis, sync_redis, tmp_path, "0.02")
@@ -306,6 +306,45 @@ async def test_a_trickle_of_small_requests_is_committed_once_per_commit_interval
     assert short_rows == long_rows == 150
     assert long_commits <= ran_s / 0.5 + 1
     assert short_commits >= 3 * long_commits, (short_commits, long_commits)
+
+
+async def test_a_lone_request_is_committed_at_once_and_the_interval_follows_a_commit(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, tmp_path: Path,
+) -> None:
+    """An idle worker polls quickly whatever STRICTGATE_COMMIT_INTERVAL_S says (a lone
+    record after a quiet spell is written at once); the interval is waited after a pass that
+    wrote something."""
+    await register_seed(aredis)
+    settings = load_settings({"STRICTGATE_DATA_DIR": str(tmp_path), "STRICTGATE_SINK": "lake",
+                              "STRICTGATE_COMMIT_INTERVAL_S": "4"})
+    worker = build_worker(aredis, settings, utc_now, None)
+    assert isinstance(worker, LakeWorker)
+
+    async def commits_within(n: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if worker.commits >= n:
+                return True
+            await asyncio.sleep(0.02)
+        return worker.commits >= n
+
+    stop = asyncio.Event()
+    enqueue(sync_redis, entry_fields(seed_records(1, "warm"), "t-warm"))
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert await commits_within(1, 10)
+        await asyncio.sleep(4.5)  # the interval after that commit passes; the worker idles
+        enqueue(sync_redis, entry_fields(seed_records(1, "lone"), "t-lone"))
+        assert await commits_within(2, 2.0)  # polled at once, not after 4 s
+        enqueue(sync_redis, entry_fields(seed_records(1, "next"), "t-next"))
+        assert not await commits_within(3, 2.0)  # a pass just wrote: the interval holds
+        assert await commits_within(3, 5.0)
+    finally:
+        stop.set()
+        await running
+        await worker.settle()
+        worker.close()
+    assert len(lake_rows(worker.config)) == 3
 
 
 async def test_a_long_running_worker_bounds_its_memory_and_writes_each_record_once(

@@ -248,6 +248,7 @@ class Worker:
         batch_records: int = 100_000,
         reclaim_idle_ms: int = 30_000,
         poll_interval_s: float = 0.05,
+        commit_interval_s: float | None = None,
         discover_interval_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[str, int, float], None] | None = None,
@@ -268,9 +269,14 @@ class Worker:
         self._read_counts: dict[str, int] = {}
         self._filled = False
         self.reclaim_idle_ms = reclaim_idle_ms
-        # the wait after a pass that found no full batch (the service passes
-        # STRICTGATE_COMMIT_INTERVAL_S): the batch a trickle of requests makes per commit
+        # The wait after a pass that found nothing: a lone request waits at most this
+        # before its commit starts.
         self.poll_interval_s = poll_interval_s
+        # The wait after a pass that wrote entries but found no full batch (the service
+        # passes STRICTGATE_COMMIT_INTERVAL_S): under a trickle of requests, the records
+        # of this long go into one commit instead of one commit per poll.
+        self.commit_interval_s = (poll_interval_s if commit_interval_s is None
+                                  else commit_interval_s)
         self.discover_interval_s = discover_interval_s
         self.clock = clock
         self.on_batch = on_batch
@@ -560,9 +566,9 @@ class Worker:
                     # what failed is pending to this consumer and ">" will never return it
                     # again: retry it first (reading more while the sink fails is no use)
                     await self.retry_own_pending()
-                await self.run_once()
+                handled = await self.run_once()
                 self._redis_ok()
-                backoff = self.poll_interval_s
+                backoff = self.commit_interval_s if handled else self.poll_interval_s
             except SinkError as exc:
                 self.health.failed(exc)
                 backoff = min(max(backoff, 0.25) * 2, 2.0)
@@ -572,9 +578,10 @@ class Worker:
             except Exception as exc:  # a bug must not end the worker unseen
                 self._unexpected(exc)
                 backoff = min(max(backoff, 0.25) * 2, 2.0)
-            # A pass where no read came back full means the queues are (nearly) empty: wait
-            # a little so the next pass writes and fsyncs many entries at once instead of a
-            # file per request, which under load costs more CPU than the API itself.
+            # A pass where no read came back full means the queues are (nearly) empty: wait,
+            # so the next pass writes many entries at once instead of one commit per
+            # request, which under a trickle costs more CPU than the API itself. Only a
+            # short poll after a pass that found nothing: a lone request is written at once.
             if not self._filled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)

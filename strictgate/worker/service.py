@@ -69,10 +69,10 @@ def build_worker(
                           writer_threads=min(os.cpu_count() or 1, 4) if alone else None,
                           health=SinkHealth(SINK_NAME, metrics),
                           on_dead_letter=on_dead_letter,
-                          poll_interval_s=settings.commit_interval_s)
+                          commit_interval_s=settings.commit_interval_s)
     return Worker(redis, settings.data_dir / "output", clock=clock, on_batch=on_batch,
                   health=SinkHealth(sink.SINK_NAME, metrics), on_dead_letter=on_dead_letter,
-                  poll_interval_s=settings.commit_interval_s)
+                  commit_interval_s=settings.commit_interval_s)
 
 
 async def update_queue_gauges(
