@@ -183,3 +183,40 @@ async def test_redis_down_raises_a_redis_failure() -> None:
             await wait_for_commit(client, "u1", "p1", "13", ["1-0"], 1)
     finally:
         await client.aclose()
+
+
+async def test_a_client_waiting_request_after_request_is_not_held_by_the_commit_interval(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, lake: LakeConfig,
+) -> None:
+    """A producer sending ``wait: true`` requests one after another: each commit somebody
+    waited for makes the worker poll again at once, so the next request is committed
+    within the poll, not after the commit interval (4 s here); without a waiter the
+    interval holds."""
+    await register_seed(aredis)
+    worker = LakeWorker(aredis, lake, reclaim_idle_ms=0, commit_interval_s=4.0)
+    _add(sync_redis, "warm")  # the queue exists before the worker looks for queues
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        waits = []
+        for i in range(3):
+            await watch_commits(aredis, "u1", "p1", "13", 10)
+            started = time.monotonic()
+            entry = _add(sync_redis, f"w{i}")
+            assert await wait_for_commit(aredis, "u1", "p1", "13", [entry], 10) is not None
+            waits.append(time.monotonic() - started)
+            await unwatch_commits(aredis, "u1", "p1", "13")
+        assert max(waits[1:]) < 2.0, waits
+        # nobody waits any more: once the hurry is over, the interval holds again
+        await asyncio.sleep(2.5)
+        _add(sync_redis, "a")  # found by the next poll and committed...
+        await asyncio.sleep(1.0)
+        commits = worker.commits
+        _add(sync_redis, "b")  # ...then the interval passes before this one's commit
+        await asyncio.sleep(1.5)
+        assert worker.commits == commits
+    finally:
+        stop.set()
+        await running
+        await worker.settle()
+        worker.close()

@@ -561,6 +561,7 @@ class Worker:
         backoff = self.poll_interval_s
         while not stop.is_set():
             self._filled = False
+            failed = True
             try:
                 if not self.health.ok:
                     # what failed is pending to this consumer and ">" will never return it
@@ -569,6 +570,7 @@ class Worker:
                 handled = await self.run_once()
                 self._redis_ok()
                 backoff = self.commit_interval_s if handled else self.poll_interval_s
+                failed = False
             except SinkError as exc:
                 self.health.failed(exc)
                 backoff = min(max(backoff, 0.25) * 2, 2.0)
@@ -583,8 +585,26 @@ class Worker:
             # request, which under a trickle costs more CPU than the API itself. Only a
             # short poll after a pass that found nothing: a lone request is written at once.
             if not self._filled:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                # a failure's backoff is waited out whoever waits for commits
+                await self._pause(backoff, stop, hurry=not failed)
+
+    def in_a_hurry(self) -> bool:
+        """Whether somebody waits for this worker's commits (a sink that can tell says so):
+        then it polls instead of waiting out the commit interval."""
+        return False
+
+    async def _pause(self, seconds: float, stop: asyncio.Event, *, hurry: bool) -> None:
+        """Wait ``seconds``, in slices of the poll interval, until ``stop`` or (with
+        ``hurry``) until :meth:`in_a_hurry`."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(left, self.poll_interval_s))
+            if hurry and self.in_a_hurry():
+                return
 
     def _unexpected(self, exc: Exception) -> None:
         """An error no handler expects (a bug): the entries stay pending; the trace goes to

@@ -89,6 +89,9 @@ QUARANTINE_PURGE_EVERY_S = 3600.0
 """Seconds between two purges of expired quarantined records by one worker."""
 QUARANTINE_PURGE_FIRST_S = 60.0
 """Seconds after a worker starts before its first purge (at most ``purge_every_s``)."""
+HURRY_S = 2.0
+"""For this long after a commit somebody waited for (``wait: true``), the worker polls the
+queues instead of waiting out its commit interval between passes."""
 
 # DuckDB errors that come from an entry's data (a value its column cannot take), not from
 # the storage: the batch is split to find the entry.
@@ -207,6 +210,8 @@ class LakeWorker(Worker):
                                                                   purge_every_s)
         self.purged = 0
         """Quarantined records this worker's purges deleted."""
+        # monotonic time of the last commit a request waited for (Definite ``wait: true``)
+        self._watched_at = -HURRY_S
         self._purge_failing: str | None = None
 
     def _open_writer(self) -> LakeWriter:
@@ -230,6 +235,12 @@ class LakeWorker(Worker):
             # a broken connection: nothing left to close
             with contextlib.suppress(duckdb.Error):
                 writer.close()
+
+    def in_a_hurry(self) -> bool:
+        """A request waited for one of the last :data:`HURRY_S` seconds' commits: the next
+        one is not held back by the commit interval (a client sending ``wait: true``
+        requests one after another would wait the interval for each)."""
+        return time.monotonic() - self._watched_at < HURRY_S
 
     # --- reading ---------------------------------------------------------------------
 
@@ -381,6 +392,8 @@ class LakeWorker(Worker):
         if not items:
             return 0
         watched = await watched_queues(self.redis, [i[2].queued for i in items])
+        if watched:
+            self._watched_at = time.monotonic()
         try:
             async with self._writing:
                 result, snapshots = await asyncio.get_running_loop().run_in_executor(
