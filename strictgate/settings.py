@@ -89,7 +89,8 @@ class Settings:
     # whatever its size, so under a steady trickle of small requests fewer, larger commits
     # cost the machine less (README "Configuration"). Under such a trickle a record is in
     # the lake about this plus one commit after its 2xx; a lone request after a quiet
-    # spell, or a full batch, is written at once.
+    # spell, a full batch, or requests while somebody waits for commits (Definite
+    # ``wait: true``) are written at once.
     commit_interval_s: float = 0.5
     # S3-compatible object storage, read only with an s3:// lake data path: credentials from
     # the usual AWS_* variables (the secret parts left out of repr, so never logged), and the
