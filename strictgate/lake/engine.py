@@ -94,9 +94,10 @@ RETRYABLE = ("database is locked", "database is busy", "Transaction conflict",
              # ducklake_inlined_data_5_5 does not exist"); redone, it reads the new catalog
              "ducklake_inlined_data",
              # two processes initializing a new PostgreSQL catalog at once: the loser's
-             # CREATE TABLE collides in PostgreSQL's type names and rolls back; redone, its
-             # ATTACH finds the tables the winner made
-             "pg_type_typname_nsp_index")
+             # CREATE TABLE collides in PostgreSQL's type names, or finds the winner's table
+             # already there ('relation "ducklake_metadata" already exists'), and rolls
+             # back; redone, its ATTACH finds the tables the winner made
+             "pg_type_typname_nsp_index", 'relation "ducklake_')
 
 T = TypeVar("T")
 
