@@ -282,6 +282,14 @@ _INGEST_HEADERS = [
 ]
 
 _ACCEPTED_HEADERS = _headers(*_QUOTA_HEADERS, "Idempotent-Replayed")
+# A 200 that is either an admission or a dry run (Definite): a dry run counts nothing and
+# answers its quota in the body, not in headers.
+_ACCEPTED_OR_DRY_RUN_HEADERS: Schema = {"headers": {
+    **{name: {**HEADERS[name], "required": False,
+              "description": HEADERS[name]["description"] + " (not on a dry run: its body's "
+                             "`quota` says where the user stands)"}
+       for name in _QUOTA_HEADERS},
+    "Idempotent-Replayed": {"$ref": "#/components/headers/Idempotent-Replayed"}}}
 
 
 def _ingest_op(batch: bool, with_path: bool) -> Schema:
@@ -502,7 +510,8 @@ def _definite_op() -> Schema:
             "application/x-ndjson": ndjson}},
         "responses": {
             "200": {"description": "Rows validated, counted and queued (with dry_run=true: "
-                                   "the verdict, nothing stored)", **_ACCEPTED_HEADERS,
+                                   "the verdict, nothing stored)",
+                    **_ACCEPTED_OR_DRY_RUN_HEADERS,
                     **_json({"oneOf": [DEFINITE_ANSWER, DRY_RUN_ANSWER]}, ok)},
             **_errors(400, 401, 404, 409, 413, 415, 422, 429, 503,
                       examples={400: invalid, 404: missing, 429: _LOGURO_OVER_QUOTA},

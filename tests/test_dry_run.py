@@ -168,9 +168,23 @@ def test_a_bad_dry_run_value_is_a_400(svc: Service, sync_redis: redis.Redis,
     _untouched(svc, sync_redis)
 
 
+def _required_headers(document: dict[str, Any], path: str) -> set[str]:
+    """The headers the OpenAPI document says every 200 of ``path``'s POST carries."""
+    declared = document["paths"][path]["post"]["responses"]["200"].get("headers", {})
+    required = set()
+    for name, header in declared.items():
+        if "$ref" in header:
+            header = document["components"]["headers"][header["$ref"].rsplit("/", 1)[1]]
+        if header.get("required"):
+            required.add(name.lower())
+    return required
+
+
 def test_every_ingest_route_takes_a_dry_run(svc: Service, sync_redis: redis.Redis) -> None:
-    """Single-record routes too, and the legacy ones: each answers the verdict."""
+    """Single-record routes too, and the legacy ones: each answers the verdict, with every
+    header the OpenAPI document promises for that 200."""
     key = _ready(svc)
+    document = svc.client.get("/openapi.json").json()
     operyn = {"logs": OPERYN_LOG,
               "metrics": {"service": "api", "name": "n", "value": 1.5, "unit": "s"},
               "deployments": {"service": "api", "version": "v1", "environment": "prod"}}
@@ -188,6 +202,7 @@ def test_every_ingest_route_takes_a_dry_run(svc: Service, sync_redis: redis.Redi
                             headers=headers)
         assert r.status_code == 200, (path, r.text)
         assert r.json()["outcome"] == "accepted", (path, r.text)
+        assert _required_headers(document, ingest.path) <= set(r.headers), path
     _untouched(svc, sync_redis)
 
 
