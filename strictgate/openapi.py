@@ -289,7 +289,7 @@ _ACCEPTED_OR_DRY_RUN_HEADERS: Schema = {"headers": {
               "description": HEADERS[name]["description"] + " (not on a dry run: its body's "
                              "`quota` says where the user stands)"}
        for name in _QUOTA_HEADERS},
-    "Idempotent-Replayed": {"$ref": "#/components/headers/Idempotent-Replayed"}}}
+    **_headers("Idempotent-Replayed")["headers"]}}
 
 
 def _ingest_op(batch: bool, with_path: bool) -> Schema:

@@ -23,7 +23,13 @@ from strictgate.lake.tables import table_name
 from strictgate.lake.writer import LakeEntry, LakeWriter
 from strictgate.unavailable import REDIS_FAILURES
 from strictgate.worker.lake_sink import COMMITTED_TTL_S, LakeWorker, current_snapshot
-from tests.worker_lake_support import enqueue, entry_fields, register_seed, seed_records
+from tests.worker_lake_support import (
+    enqueue,
+    entry_fields,
+    register_seed,
+    running,
+    seed_records,
+)
 
 
 @pytest.fixture
@@ -195,9 +201,7 @@ async def test_a_client_waiting_request_after_request_is_not_held_by_the_commit_
     await register_seed(aredis)
     worker = LakeWorker(aredis, lake, reclaim_idle_ms=0, commit_interval_s=4.0)
     _add(sync_redis, "warm")  # the queue exists before the worker looks for queues
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         waits = []
         for i in range(3):
             await watch_commits(aredis, "u1", "p1", "13", 10)
@@ -215,8 +219,3 @@ async def test_a_client_waiting_request_after_request_is_not_held_by_the_commit_
         _add(sync_redis, "b")  # ...then the interval passes before this one's commit
         await asyncio.sleep(1.5)
         assert worker.commits == commits
-    finally:
-        stop.set()
-        await running
-        await worker.settle()
-        worker.close()

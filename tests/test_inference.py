@@ -347,7 +347,7 @@ async def test_rows_that_fit_the_cached_definition_cost_no_redis_call(
 
 
 async def test_concurrent_first_writes_make_one_definition_that_takes_every_request(
-    registries: list[Registry], instance_clients: list[aioredis.Redis],
+    instance_clients: list[aioredis.Redis],
 ) -> None:
     rnd = random.Random(7)
     columns = [f"c{i}" for i in range(12)]
@@ -367,9 +367,9 @@ async def test_concurrent_first_writes_make_one_definition_that_takes_every_requ
     results = await asyncio.gather(*(
         racers[i % len(racers)].infer("p1", "race", rows, flat=True)
         for i, rows in enumerate(requests)))
-    latest = await registries[0].get("p1", "race")
+    latest = await racers[0].get("p1", "race")
     assert latest is not None
-    stored = [await registries[0].get_version("p1", "race", n)
+    stored = [await racers[0].get_version("p1", "race", n)
               for n in range(1, latest.version + 1)]
     definitions = [s.definition for s in stored if s is not None]
     assert len(definitions) == latest.version  # one version 1, then additive versions only

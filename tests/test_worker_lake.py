@@ -27,6 +27,7 @@ from tests.worker_lake_support import (
     entry_fields,
     lake_rows,
     register_seed,
+    running,
     seed_records,
 )
 
@@ -275,21 +276,14 @@ async def _commits_under_a_trickle(aredis: aioredis.Redis, sync_redis: redis.Red
                               "STRICTGATE_COMMIT_INTERVAL_S": interval})
     worker = build_worker(aredis, settings, utc_now, None)
     assert isinstance(worker, LakeWorker)
-    stop = asyncio.Event()
     # the stream exists before the worker's first look for streams
     enqueue(sync_redis, entry_fields(seed_records(1, f"{interval}-0"), "t0"))
     started = time.monotonic()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         for i in range(1, 150):
             await asyncio.sleep(0.01)
             enqueue(sync_redis, entry_fields(seed_records(1, f"{interval}-{i}"), f"t{i}"))
         await asyncio.sleep(float(interval) + 0.5)
-    finally:
-        stop.set()
-        await running
-        await worker.settle()
-        worker.close()
     return worker.commits, len(lake_rows(worker.config)), time.monotonic() - started
 
 
@@ -328,10 +322,8 @@ async def test_a_lone_request_is_committed_at_once_and_the_interval_follows_a_co
             await asyncio.sleep(0.02)
         return worker.commits >= n
 
-    stop = asyncio.Event()
     enqueue(sync_redis, entry_fields(seed_records(1, "warm"), "t-warm"))
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         assert await commits_within(1, 10)
         await asyncio.sleep(4.5)  # the interval after that commit passes; the worker idles
         enqueue(sync_redis, entry_fields(seed_records(1, "lone"), "t-lone"))
@@ -339,11 +331,6 @@ async def test_a_lone_request_is_committed_at_once_and_the_interval_follows_a_co
         enqueue(sync_redis, entry_fields(seed_records(1, "next"), "t-next"))
         assert not await commits_within(3, 2.0)  # a pass just wrote: the interval holds
         assert await commits_within(3, 5.0)
-    finally:
-        stop.set()
-        await running
-        await worker.settle()
-        worker.close()
     assert len(lake_rows(worker.config)) == 3
 
 

@@ -3,7 +3,10 @@ lake holds (count and digest of rows), read with a real DuckDB connection."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,6 +19,7 @@ from strictgate.lake.engine import LakeConfig, connect
 from strictgate.lake.tables import table_name
 from strictgate.queue_entry import QueueEntry
 from strictgate.registry.store import Registry
+from strictgate.worker.lake_sink import LakeWorker
 from tests.ingest_fixtures import SEED_DEFINITION
 
 SEED_FIELDS = SEED_DEFINITION
@@ -73,3 +77,18 @@ def lake_rows(config: LakeConfig, project: str = "p1",
 def digest(rows: list[tuple[Any, ...]]) -> str:
     """A digest of rows (order-independent: they are sorted first)."""
     return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: LakeWorker) -> AsyncIterator[LakeWorker]:
+    """``worker``'s loop (:meth:`LakeWorker.run`) in the background for the block; then
+    stopped, its last commit waited for and its lake connection closed."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await loop
+        await worker.settle()
+        worker.close()
